@@ -1,0 +1,118 @@
+"""The driver: check the config against the data before any worker starts, run the TorchTrainer,
+and lay out the run folder (model in HF format, adapter, loss history and curve)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.config import ConfigError, TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    run_dir: Path
+    model_dir: Path
+    adapter_dir: Path | None
+    history: list[dict]
+    metrics: dict
+
+
+def storage_root(cfg: TrainConfig) -> str:
+    s = cfg.run.storage_path
+    return s if "://" in s else str(Path(s).expanduser().resolve())
+
+
+def run_dir(cfg: TrainConfig) -> Path:
+    return Path(storage_root(cfg)) / cfg.run.name
+
+
+def worker_env(cfg: TrainConfig) -> dict[str, str]:
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1",
+           # Workers start elsewhere; relative data/model paths resolve against the driver's folder.
+           "SQLRAY_DRIVER_CWD": os.getcwd(),
+           # DeepSpeed JIT-builds its ops once; a shared cache keeps later runs from rebuilding them.
+           "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
+                                                  str(Path("~/.cache/sqlray/torch_extensions").expanduser()))}
+    if not cfg.scaling.use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Failures that need the data or the model folder, raised before Ray starts any worker."""
+    from training.data import get_split, load_text2sql
+
+    if cfg.model.create_tiny_if_missing:
+        from training.tiny import ensure_tiny_model
+
+        ensure_tiny_model(cfg.model.name_or_path, cfg.data.source)
+    dd = load_text2sql(cfg.data.source, cfg.data.config_name)
+    n = len(get_split(dd, cfg.data.train_split, cfg.data.source))
+    get_split(dd, cfg.data.eval_split, cfg.data.source)
+    if cfg.data.max_train_rows:
+        n = min(n, cfg.data.max_train_rows)
+    gb = cfg.global_batch_size
+    if gb > n:
+        raise ConfigError(
+            f"train.micro_batch_size ({cfg.train.micro_batch_size}) x train.gradient_accumulation_steps "
+            f"({cfg.train.gradient_accumulation_steps}) x scaling.num_workers ({cfg.scaling.num_workers}) = {gb} "
+            f"sequences per step, but the training split has only {n} rows: lower one of them.")
+
+
+def _ensure_ray(cfg: TrainConfig) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # An existing cluster (RAY_ADDRESS, or one started by `sqlray cluster up`) is used if present.
+        ray.init(runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True,
+                 configure_logging=True, logging_level=logging.WARNING)
+
+
+def build_trainer(cfg: TrainConfig, callbacks: list | None = None):
+    """The TorchTrainer for ``cfg``; Tune's driver builds trials with this too."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from training.train import train_fn_per_worker
+
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    scaling = ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                            resources_per_worker=resources)
+    run = RunConfig(name=cfg.run.name, storage_path=storage_root(cfg),
+                    failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
+                    worker_runtime_env={"env_vars": worker_env(cfg)}, callbacks=callbacks)
+    return TorchTrainer(train_fn_per_worker, train_loop_config=cfg.model_dump(mode="json"),
+                        scaling_config=scaling, run_config=run)
+
+
+def run_training(cfg: TrainConfig) -> TrainOutcome:
+    """Train (resuming if this run name has a checkpoint), then copy the exported model into the run folder."""
+    from training.plots import plot_loss
+
+    preflight(cfg)
+    _ensure_ray(cfg)
+    result = build_trainer(cfg).fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {cfg.run.name} finished without a checkpoint: {result.error}")
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    with result.checkpoint.as_directory() as d:
+        for name in ("hf_model", "adapter"):
+            if (Path(d) / name).exists():
+                tmp = out / f".{name}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(Path(d) / name, tmp)
+                shutil.rmtree(out / ("model" if name == "hf_model" else name), ignore_errors=True)
+                tmp.rename(out / ("model" if name == "hf_model" else name))
+        history = json.loads((Path(d) / "history.json").read_text())
+    (out / "history.json").write_text(json.dumps(history, indent=1))
+    plot_loss(history, out / "loss_curve.png", title=cfg.run.name)
+    adapter = out / "adapter"
+    return TrainOutcome(out, out / "model", adapter if adapter.exists() else None, history, dict(result.metrics))

@@ -1,0 +1,116 @@
+"""DeepSpeed wiring, in one place: ZeRO config from the typed run config, engine setup,
+sharded checkpoints, and gathering (ZeRO-3 partitioned) weights for export."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import TrainConfig
+
+CKPT_TAG = "state"
+
+
+def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
+    """The DeepSpeed JSON config for ``cfg`` (pure: unit-testable, printable with --estimate)."""
+    t, ds = cfg.train, cfg.deepspeed
+    zero: dict[str, Any] = {"stage": ds.stage, "contiguous_gradients": True, "overlap_comm": False}
+    if ds.offload_optimizer != "none":
+        zero["offload_optimizer"] = {"device": ds.offload_optimizer, "pin_memory": cfg.scaling.use_gpu}
+    if ds.offload_param != "none":
+        zero["offload_param"] = {"device": ds.offload_param, "pin_memory": cfg.scaling.use_gpu}
+    if ds.stage == 3:
+        # Without it a ZeRO-3 save has no consolidated weights (only shards).
+        zero["stage3_gather_16bit_weights_on_model_save"] = True
+    conf: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": t.micro_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation_steps,
+        "train_batch_size": cfg.global_batch_size,
+        "gradient_clipping": t.max_grad_norm,
+        "zero_optimization": zero,
+        "bf16": {"enabled": ds.precision == "bf16"},
+        "fp16": {"enabled": ds.precision == "fp16", "loss_scale": 0},
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+    }
+    if ds.offload_optimizer != "none":
+        # ZeRO-Offload needs DeepSpeed's own CPU Adam; it is built from this section.
+        conf["optimizer"] = {"type": "AdamW", "params": {"lr": t.learning_rate, "weight_decay": t.weight_decay,
+                                                         "betas": [0.9, 0.999], "eps": 1e-8}}
+    return conf
+
+
+def init_distributed(use_gpu: bool) -> None:
+    """Reuse the process group Ray Train already created (gloo on CPU, nccl on GPU)."""
+    if not use_gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if use_gpu else "gloo")
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def wrap(model, cfg: TrainConfig, total_steps: int):
+    """``deepspeed.initialize`` with an AdamW optimizer over trainable parameters and a warmup schedule."""
+    import deepspeed
+    from transformers import get_scheduler
+
+    t = cfg.train
+    conf = deepspeed_config(cfg)
+    optimizer = None
+    if "optimizer" not in conf:
+        optimizer = lambda params: torch.optim.AdamW(params, lr=t.learning_rate, betas=(0.9, 0.999), eps=1e-8)  # noqa: E731
+    scheduler = lambda opt: get_scheduler(  # noqa: E731
+        t.scheduler, opt, num_warmup_steps=int(t.warmup_ratio * total_steps), num_training_steps=total_steps)
+    engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, t.weight_decay),
+                                           optimizer=optimizer, lr_scheduler=scheduler, config=conf)
+    return engine
+
+
+def save_state(engine, folder: Path) -> None:
+    """Every rank writes its own shard (ZeRO optimizer state, and parameters under ZeRO-3)."""
+    engine.save_checkpoint(str(folder), tag=CKPT_TAG)
+
+
+def load_state(engine, folder: Path) -> None:
+    path, _ = engine.load_checkpoint(str(folder), tag=CKPT_TAG, load_optimizer_states=True,
+                                     load_lr_scheduler_states=True)
+    if path is None:
+        raise RuntimeError(f"no DeepSpeed state under {folder}")
+
+
+def _gathered(engine, params):
+    if engine.zero_optimization_stage() == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+    return contextlib.nullcontext()
+
+
+def gather_weights(engine, adapter_only: bool, rank: int) -> dict[str, torch.Tensor] | None:
+    """Full (unpartitioned) weights on rank 0: the adapter for LoRA/QLoRA, else the whole model.
+    Every rank must call this: under ZeRO-3 the all-gather is collective."""
+    module = engine.module
+    params = [p for p in module.parameters() if p.requires_grad or not adapter_only]
+    with _gathered(engine, params):
+        if rank != 0:
+            return None
+        if adapter_only:
+            from peft import get_peft_model_state_dict
+
+            sd = get_peft_model_state_dict(module)
+        else:
+            sd = module.state_dict()
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}

@@ -1,0 +1,68 @@
+"""The embedded default model: a ~1M-parameter Llama and a byte-level BPE tokenizer, made on the spot.
+
+Saved with ``save_pretrained`` so everything downstream loads it with ``from_pretrained`` exactly as it
+would a hub model. The tokenizer splits numbers into single digits: a tiny model copies the digits of
+a literal from the question far more reliably than it copies multi-digit BPE pieces.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from training.data import load_text2sql
+from training.prompt import make_prompt
+
+SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
+
+
+def train_tokenizer(texts: list[str], vocab_size: int = 2048) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL.values()),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=1024, padding_side="right", **SPECIAL)
+
+
+def tiny_config(tokenizer, hidden: int = 128, layers: int = 4, heads: int = 4) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=int(hidden * 2.75),
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=1024, tie_word_embeddings=True, use_cache=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def make_tiny_model(out_dir: str | Path, data: str = "data/text2sql", vocab_size: int = 2048,
+                    hidden: int = 128, layers: int = 4, seed: int = 0) -> Path:
+    """Train the tokenizer on the training split's prompts, build a random Llama, save both."""
+    out = Path(out_dir)
+    train = load_text2sql(data)["train"]
+    texts = [make_prompt(r["context"], r["question"], r["answer"]) for r in train]
+    tokenizer = train_tokenizer(texts, vocab_size)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_config(tokenizer, hidden, layers))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        import shutil
+        shutil.rmtree(out)
+    tmp.replace(out)  # atomic: a half-written model folder never looks finished
+    return out
+
+
+def ensure_tiny_model(path: str | Path, data: str = "data/text2sql") -> Path:
+    path = Path(path)
+    if not (path / "config.json").exists():
+        make_tiny_model(path, data)
+    return path

@@ -1,0 +1,242 @@
+"""Fine-tuning on Ray Train + DeepSpeed: ``train_fn_per_worker(config)`` and a short driver.
+
+Each checkpoint holds every rank's DeepSpeed shard plus the data position and RNG state, so a rerun
+with the same run name (or a worker-group restart after a failure) continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import TrainConfig
+
+STATE_FILE = "trainer_state.json"
+
+
+def _resolve(path: str) -> str:
+    """A relative path as the driver meant it: kept if it exists here (a job's working_dir on every
+    node), else joined to the driver's folder (local runs, where workers start in Ray's session dir)."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or not os.environ.get("SQLRAY_DRIVER_CWD"):
+        return path
+    candidate = Path(os.environ["SQLRAY_DRIVER_CWD"]) / p
+    return str(candidate) if candidate.exists() else path
+
+
+def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+    cfg.model.name_or_path = _resolve(cfg.model.name_or_path)
+    cfg.data.source = _resolve(cfg.data.source)
+    return cfg
+
+
+@dataclass
+class TrainerState:
+    global_step: int = 0
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed
+    history: list[dict] = field(default_factory=list)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+
+
+def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
+    from torch.utils.data import DataLoader, DistributedSampler
+    from transformers import DataCollatorForSeq2Seq
+
+    from training.data import get_split, load_text2sql, tokenize_split
+
+    d = cfg.data
+    dd = load_text2sql(d.source, d.config_name)
+    train = get_split(dd, d.train_split, d.source)
+    if d.max_train_rows:
+        train = train.select(range(min(d.max_train_rows, len(train))))
+    splits = {"train": tokenize_split(train, tokenizer, d.max_length, "train").remove_columns(["length"]),
+              "eval": tokenize_split(get_split(dd, d.eval_split, d.source), tokenizer, d.max_length,
+                                     "eval").remove_columns(["length"])}
+    collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
+    samplers = {k: DistributedSampler(v, num_replicas=world, rank=rank, shuffle=(k == "train"),
+                                      seed=cfg.train.seed, drop_last=(k == "train")) for k, v in splits.items()}
+    return {k: DataLoader(splits[k], batch_size=cfg.train.micro_batch_size, sampler=samplers[k],
+                          collate_fn=collate, drop_last=(k == "train")) for k in splits}, samplers["train"]
+
+
+def _mean_across_ranks(total: float, count: float) -> float:
+    t = torch.tensor([total, count], dtype=torch.float64)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return float(t[0] / max(t[1], 1))
+
+
+@torch.no_grad()
+def evaluate_loss(engine, loader) -> float:
+    """Token-weighted validation loss over every rank's shard."""
+    engine.eval()
+    total = tokens = 0.0
+    for batch in loader:
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        n = float((batch["labels"][:, 1:] != -100).sum())
+        total += float(engine(**batch).loss) * n
+        tokens += n
+    engine.train()
+    return _mean_across_ranks(total, tokens)
+
+
+def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path) -> None:
+    from training.parallelize import save_state
+
+    save_state(engine, folder / "deepspeed")
+    torch.save(_rng_state(), folder / f"rng_rank{rank}.pt")
+    if rank == 0:
+        (folder / STATE_FILE).write_text(json.dumps(state.__dict__))
+
+
+def _restore(engine, rank: int) -> TrainerState:
+    import ray.train
+
+    from training.parallelize import load_state
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return TrainerState()
+    with ckpt.as_directory() as d:
+        load_state(engine, Path(d) / "deepspeed")
+        rng = Path(d) / f"rng_rank{rank}.pt"
+        if rng.exists():
+            _set_rng_state(torch.load(rng, weights_only=False))
+        return TrainerState(**json.loads((Path(d) / STATE_FILE).read_text()))
+
+
+def _report(engine, state: TrainerState, metrics: dict, rank: int, export_fn=None) -> None:
+    """Checkpoint through ray.train.report: each rank uploads its own shard, Ray merges them."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        _save_checkpoint(engine, state, rank, folder)
+        if export_fn is not None:
+            export_fn(folder)
+        ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def _progress(rank: int, total: int, initial: int):
+    if rank != 0:
+        return None
+    try:
+        from ray.experimental.tqdm_ray import tqdm
+    except ImportError:  # pragma: no cover
+        from tqdm import tqdm
+    bar = tqdm(total=total, desc="train steps")  # ray's tqdm has no `initial`
+    bar.update(initial)
+    return bar
+
+
+def train_fn_per_worker(config: dict) -> None:
+    import ray.train
+
+    from training.model import build_model, build_tokenizer
+    from training.parallelize import init_distributed, wrap
+
+    cfg = resolve_paths(TrainConfig.model_validate(config))
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.scaling.cpus_per_worker)))
+    init_distributed(cfg.scaling.use_gpu)
+    _seed_all(cfg.train.seed)
+
+    tokenizer = build_tokenizer(cfg.model.name_or_path)
+    loaders, sampler = _loaders(cfg, tokenizer, rank, world)
+    ga = cfg.train.gradient_accumulation_steps
+    steps_per_epoch = len(loaders["train"]) // ga
+    total = steps_per_epoch * cfg.train.epochs
+    total = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.deepspeed.precision]
+    model = build_model(cfg.model, dtype=dtype if cfg.model.method != "qlora" else torch.float32,
+                        device_map={"": ctx.get_local_rank()} if cfg.scaling.use_gpu else None)
+    engine = wrap(model, cfg, total)
+    state = _restore(engine, rank)
+    bar = _progress(rank, total, state.global_step)
+    run_sum = run_n = 0.0
+    while state.global_step < total:
+        sampler.set_epoch(state.epoch)
+        batches = itertools.islice(iter(loaders["train"]), state.micro_in_epoch, steps_per_epoch * ga)
+        for batch in batches:
+            batch = {k: v.to(engine.device) for k, v in batch.items()}
+            loss = engine(**batch).loss
+            engine.backward(loss)
+            engine.step()
+            state.micro_in_epoch += 1
+            run_sum, run_n = run_sum + loss.item(), run_n + 1
+            if state.micro_in_epoch % ga:
+                continue
+            state.global_step += 1
+            if bar is not None:
+                bar.update(1)
+            if state.global_step % cfg.train.log_every_steps == 0 or state.global_step == total:
+                state.history.append({"step": state.global_step, "loss": _mean_across_ranks(run_sum, run_n),
+                                      "lr": engine.get_lr()[0]})
+                run_sum = run_n = 0.0
+            if state.global_step % cfg.train.eval_every_steps == 0 and state.global_step < total:
+                _checkpoint_step(engine, state, loaders["eval"], rank)
+            if state.global_step >= total:
+                break
+        else:
+            state.epoch, state.micro_in_epoch = state.epoch + 1, 0
+    _final_step(engine, state, loaders["eval"], rank, cfg, tokenizer)
+
+
+def _record_eval(state: TrainerState, eval_loss: float) -> None:
+    if state.history and state.history[-1]["step"] == state.global_step:
+        state.history[-1]["eval_loss"] = eval_loss
+    else:
+        state.history.append({"step": state.global_step, "eval_loss": eval_loss})
+
+
+def _last_loss(state: TrainerState) -> float | None:
+    return next((h["loss"] for h in reversed(state.history) if "loss" in h), None)
+
+
+def _checkpoint_step(engine, state: TrainerState, eval_loader, rank: int) -> None:
+    eval_loss = evaluate_loss(engine, eval_loader)
+    _record_eval(state, eval_loss)
+    _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state)}, rank)
+
+
+def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainConfig, tokenizer) -> None:
+    from training.export import export_model
+    from training.parallelize import gather_weights
+
+    eval_loss = evaluate_loss(engine, eval_loader)
+    _record_eval(state, eval_loss)
+    adapter_only = cfg.model.method != "full"
+    weights = gather_weights(engine, adapter_only, rank)  # collective under ZeRO-3: every rank calls it
+
+    def export(folder: Path) -> None:
+        if rank == 0:
+            export_model(weights, cfg.model, tokenizer, folder)
+            (folder / "history.json").write_text(json.dumps(state.history))
+
+    _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state), "done": True},
+            rank, export_fn=export)
