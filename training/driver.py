@@ -21,6 +21,7 @@ class TrainOutcome:
     adapter_dir: Path | None
     history: list[dict]
     metrics: dict
+    resumes: list[int]
 
 
 def storage_root(cfg: TrainConfig) -> str:
@@ -111,8 +112,10 @@ def run_training(cfg: TrainConfig) -> TrainOutcome:
                 shutil.copytree(Path(d) / name, tmp)
                 shutil.rmtree(out / ("model" if name == "hf_model" else name), ignore_errors=True)
                 tmp.rename(out / ("model" if name == "hf_model" else name))
-        history = json.loads((Path(d) / "history.json").read_text())
-    (out / "history.json").write_text(json.dumps(history, indent=1))
+        saved = json.loads((Path(d) / "history.json").read_text())
+    history = saved["history"]
+    (out / "history.json").write_text(json.dumps(saved, indent=1))
     plot_loss(history, out / "loss_curve.png", title=cfg.run.name)
     adapter = out / "adapter"
-    return TrainOutcome(out, out / "model", adapter if adapter.exists() else None, history, dict(result.metrics))
+    return TrainOutcome(out, out / "model", adapter if adapter.exists() else None, history,
+                       dict(result.metrics), saved["resumes"])

@@ -43,6 +43,7 @@ class TrainerState:
     epoch: int = 0
     micro_in_epoch: int = 0  # micro-batches of `epoch` already consumed
     history: list[dict] = field(default_factory=list)
+    resumes: list[int] = field(default_factory=list)  # steps this run was resumed at
 
 
 def _seed_all(seed: int) -> None:
@@ -125,7 +126,9 @@ def _restore(engine, rank: int) -> TrainerState:
         rng = Path(d) / f"rng_rank{rank}.pt"
         if rng.exists():
             _set_rng_state(torch.load(rng, weights_only=False))
-        return TrainerState(**json.loads((Path(d) / STATE_FILE).read_text()))
+        state = TrainerState(**json.loads((Path(d) / STATE_FILE).read_text()))
+    state.resumes.append(state.global_step)
+    return state
 
 
 def _report(engine, state: TrainerState, metrics: dict, rank: int, export_fn=None) -> None:
@@ -236,7 +239,7 @@ def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainC
     def export(folder: Path) -> None:
         if rank == 0:
             export_model(weights, cfg.model, tokenizer, folder)
-            (folder / "history.json").write_text(json.dumps(state.history))
+            (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes}))
 
     _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state), "done": True},
             rank, export_fn=export)

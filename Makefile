@@ -1,0 +1,34 @@
+# Two commands on a fresh machine: `make demo` and `make test` (each installs first).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/tiny-cpu.yaml
+export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/sqlray/torch_extensions
+
+.PHONY: install demo test bench data clean
+
+# torch is pinned first: 2.13.0 is a CPU build on this machine's disk; an unpinned torch
+# (asked for by any dependency) would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/sqlray train --config $(CONFIG)
+
+test: install
+	$(PY) -m pytest tests
+
+bench: install
+	$(PY) benchmarks/train_throughput.py
+
+data: install
+	$(VENV)/bin/sqlray data generate --out data/text2sql
+
+clean:
+	rm -rf runs .cache

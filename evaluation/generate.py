@@ -1,0 +1,88 @@
+"""Greedy SQL generation with the reference prompt: a pure batched function, and Ray actors at the edge."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from evaluation.sql import extract_sql
+from training.prompt import make_prompt
+
+STOP_STRINGS = ["###", "\n\n"]
+
+
+def load_for_generation(model: str, adapter: str | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # decoder-only batching: prompts end where generation begins
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    if adapter:
+        from peft import PeftModel
+
+        m = PeftModel.from_pretrained(m, adapter).merge_and_unload()
+    m.eval()
+    return m, tok
+
+
+@torch.no_grad()
+def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 96) -> tuple[list[str], list[int]]:
+    """Raw completions (prompt excluded, like return_full_text=False) and generated-token counts."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(model.device)
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                         stop_strings=STOP_STRINGS, tokenizer=tokenizer,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    new = out[:, enc["input_ids"].shape[1]:]
+    texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+    counts = [int((row != tokenizer.pad_token_id).sum()) for row in new]
+    return texts, counts
+
+
+def generate_sql(model, tokenizer, rows: list[dict[str, Any]], max_new_tokens: int = 96,
+                 batch_size: int = 32) -> list[dict[str, Any]]:
+    """For each row: {"id", "raw", "prediction"}. Rows are sorted by length inside to pad less."""
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["context"]) + len(rows[i]["question"]))
+    out: list[dict[str, Any] | None] = [None] * len(rows)
+    for s in range(0, len(order), batch_size):
+        idx = order[s:s + batch_size]
+        prompts = [make_prompt(rows[i]["context"], rows[i]["question"]) for i in idx]
+        texts, _ = generate_batch(model, tokenizer, prompts, max_new_tokens)
+        for i, t in zip(idx, texts):
+            out[i] = {"id": rows[i].get("id", i), "raw": t, "prediction": extract_sql(t)}
+    return out  # type: ignore[return-value]
+
+
+class GeneratorActor:
+    """One model replica; Ray wraps it with ray.remote at the call site."""
+
+    def __init__(self, model: str, adapter: str | None = None, threads: int = 1):
+        torch.set_num_threads(threads)
+        self.model, self.tok = load_for_generation(model, adapter)
+
+    def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int) -> list[dict]:
+        return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size)
+
+
+def generate_with_actors(model: str, rows: list[dict], adapter: str | None = None, num_actors: int = 2,
+                         max_new_tokens: int = 96, batch_size: int = 32) -> list[dict]:
+    """Shard rows over ``num_actors`` Ray actors; results come back in input order."""
+    import ray
+
+    if not rows:
+        return []
+    n = max(1, min(num_actors, len(rows)))
+    Actor = ray.remote(num_cpus=1)(GeneratorActor)
+    actors = [Actor.remote(model, adapter) for _ in range(n)]
+    shards = [rows[i::n] for i in range(n)]
+    try:
+        results = ray.get([a.generate.remote(s, max_new_tokens, batch_size) for a, s in zip(actors, shards)])
+    finally:
+        for a in actors:
+            ray.kill(a)
+    merged: list[dict] = [None] * len(rows)  # type: ignore[list-item]
+    for k, part in enumerate(results):
+        for j, r in enumerate(part):
+            merged[k + j * n] = r
+    return merged

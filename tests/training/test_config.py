@@ -1,0 +1,68 @@
+from pathlib import Path
+
+import pytest
+
+from training.config import ConfigError, TrainConfig, load_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+def test_configs_exist():
+    names = {p.name for p in CONFIGS}
+    assert {"tiny-cpu.yaml", "tiny-cpu-lora.yaml", "yi-ko-6b-qlora.yaml", "open-solar-ko-10.7b-qlora.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_yaml_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.run.name
+
+
+def test_reference_hyperparameters():
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "yi-ko-6b-qlora.yaml")
+    assert cfg.model.name_or_path == "beomi/Yi-Ko-6B" and cfg.model.method == "qlora"
+    t = cfg.train
+    assert (t.learning_rate, t.micro_batch_size, t.gradient_accumulation_steps, t.epochs) == (2e-4, 8, 8, 1)
+    assert (t.warmup_ratio, t.weight_decay, cfg.data.max_length) == (0.1, 0.01, 1024)
+    assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (16, 32, 0.05)
+    assert cfg.model.quantization.quant_type == "nf4"
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["model.name_or_path=m", "train.learning_rate=1e-3", "deepspeed.stage=3",
+                             "model.lora.target_modules=[q_proj,v_proj]"])
+    assert cfg.train.learning_rate == 1e-3 and cfg.deepspeed.stage == 3
+    assert cfg.model.lora.target_modules == ["q_proj", "v_proj"]
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (["model.method=qlora", "scaling.use_gpu=true", "deepspeed.stage=3", "scaling.num_workers=4"], "stage=3"),
+    (["model.method=qlora"], "use_gpu"),
+    (["deepspeed.precision=bf16"], "precision"),
+    (["deepspeed.offload_param=cpu", "deepspeed.stage=2"], "offload_param"),
+    (["train.learning_rate=-1"], "train.learning_rate"),
+    (["train.lerning_rate=1"], "train.lerning_rate"),
+    (["deepspeed.stage=5"], "deepspeed.stage"),
+    (["run.name=bad name"], "run.name"),
+])
+def test_bad_configs_name_the_field(overrides, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, ["model.name_or_path=m", *overrides])
+    assert needle in str(e.value)
+
+
+def test_missing_file_and_bad_override():
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="key.sub=value"):
+        load_config(None, ["model.name_or_path"])
+
+
+def test_global_batch_larger_than_data_fails_before_workers(tmp_path, data_dir):
+    from training.driver import preflight
+
+    cfg = load_config(None, ["model.name_or_path=m", f"data.source={data_dir}", "data.max_train_rows=10",
+                             "train.micro_batch_size=8", "scaling.num_workers=2"])
+    with pytest.raises(ConfigError, match="only 10 rows"):
+        preflight(cfg)

@@ -1,0 +1,159 @@
+"""Real Ray Train + real DeepSpeed on CPU: 2 workers, gloo, the tiny model."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.config import load_config
+from training.driver import run_training
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+def _overrides(tiny, data_dir, storage, name, *extra):
+    return [f"model.name_or_path={tiny}", f"data.source={data_dir}", "data.max_train_rows=160",
+            "data.max_length=512", "train.micro_batch_size=4", "train.max_steps=12", "train.epochs=5",
+            "train.learning_rate=2e-3", "train.warmup_ratio=0", "train.log_every_steps=1",
+            "train.eval_every_steps=4", f"run.storage_path={storage}", f"run.name={name}", *extra]
+
+
+def _train(tiny, data_dir, storage, name, *extra):
+    return run_training(load_config(None, _overrides(tiny, data_dir, storage, name, *extra)))
+
+
+def _losses(outcome):
+    return [h["loss"] for h in outcome.history if "loss" in h]
+
+
+@pytest.fixture(scope="module")
+def zero2(tiny_model, data_dir, tmp_path_factory):
+    return _train(tiny_model, data_dir, tmp_path_factory.mktemp("runs"), "z2", "deepspeed.stage=2")
+
+
+def test_zero2_loss_falls_and_checkpoint_has_a_shard_per_rank(zero2):
+    losses = _losses(zero2)
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5
+    ckpts = sorted(zero2.run_dir.glob("checkpoint_*"))
+    assert ckpts
+    shards = sorted(p.name for p in (ckpts[0] / "deepspeed" / "state").glob("*optim_states.pt"))
+    assert shards == ["zero_pp_rank_0_mp_rank_00_optim_states.pt", "zero_pp_rank_1_mp_rank_00_optim_states.pt"]
+
+
+def test_zero3_trains_and_agrees_with_zero2(zero2, tiny_model, data_dir, tmp_path):
+    z3 = _train(tiny_model, data_dir, tmp_path, "z3", "deepspeed.stage=3")
+    assert _losses(z3) == pytest.approx(_losses(zero2), rel=2e-3)
+    shards = list(next(z3.run_dir.glob("checkpoint_*")).glob("deepspeed/state/zero_pp_rank_*_model_states.pt"))
+    assert len(shards) == 2, "ZeRO-3 saves one parameter shard per rank"
+
+
+def test_zero3_parameters_are_partitioned(tiny_model):
+    import ray.train
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def fn(config):
+        from training.model import build_model
+        from training.parallelize import init_distributed, wrap
+
+        cfg = load_config(None, [f"model.name_or_path={config['model']}", "deepspeed.stage=3"])
+        init_distributed(False)
+        engine = wrap(build_model(cfg.model), cfg, total_steps=10)
+        params = list(engine.module.parameters())
+        ray.train.report({"local": sum(p.numel() for p in params), "full": sum(p.ds_numel for p in params),
+                          "empty": sum(p.numel() == 0 for p in params), "n": len(params)})
+
+    result = TorchTrainer(fn, train_loop_config={"model": str(tiny_model)},
+                          scaling_config=ScalingConfig(num_workers=2, use_gpu=False)).fit()
+    m = result.metrics
+    assert m["full"] > 900_000 and m["local"] == 0 and m["empty"] == m["n"]
+
+
+def test_export_reloads_and_generates(zero2, tiny_model, data_dir):
+    from transformers import AutoModelForCausalLM
+
+    from evaluation.generate import generate_sql, load_for_generation
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    tuned = AutoModelForCausalLM.from_pretrained(zero2.model_dir).state_dict()
+    assert not torch.equal(base["model.layers.0.mlp.up_proj.weight"], tuned["model.layers.0.mlp.up_proj.weight"])
+    model, tok = load_for_generation(str(zero2.model_dir))
+    rows = [json.loads(line) for line in (data_dir / "test.jsonl").read_text().splitlines()[:3]]
+    out = generate_sql(model, tok, rows, max_new_tokens=24, batch_size=3)
+    assert [o["id"] for o in out] == [r["id"] for r in rows]
+    assert all(isinstance(o["prediction"], str) and "###" not in o["prediction"] for o in out)
+    assert (zero2.run_dir / "loss_curve.png").stat().st_size > 1000
+
+
+def test_lora_trains_only_the_adapter(tiny_model, data_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = _train(tiny_model, data_dir, tmp_path, "lora", "model.method=lora", "model.lora.r=4", "model.lora.alpha=8")
+    adapter = load_file(out.adapter_dir / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "lora_B starts at zero and must have moved"
+    assert all("lora_" in k for k in adapter)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    merged = AutoModelForCausalLM.from_pretrained(out.model_dir).state_dict()
+    for k in ("model.layers.0.mlp.up_proj.weight", "model.embed_tokens.weight", "model.norm.weight"):
+        assert torch.equal(base[k], merged[k]), f"{k} is not adapted and must be unchanged"
+    assert not torch.equal(base["model.layers.0.self_attn.q_proj.weight"], merged["model.layers.0.self_attn.q_proj.weight"])
+
+
+def _registered_checkpoints(run_dir: Path) -> int:
+    snap = run_dir / "checkpoint_manager_snapshot.json"
+    try:
+        return len(json.loads(snap.read_text())["checkpoint_results"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def test_killed_run_resumes_with_identical_losses(zero2, tiny_model, data_dir, tmp_path):
+    """The driver (and its whole Ray cluster) is SIGKILLed after its first checkpoint; the rerun resumes."""
+    args = _overrides(tiny_model, data_dir, tmp_path, "killed", "deepspeed.stage=2", "train.max_steps=12")
+    script = ("import sys; from training.config import load_config; from training.driver import run_training; "
+              "run_training(load_config(None, sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while _registered_checkpoints(tmp_path / "killed") < 1 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert _registered_checkpoints(tmp_path / "killed") >= 1, "the first run never checkpointed"
+    resumed = run_training(load_config(None, args))
+    assert resumed.resumes and resumed.resumes[0] >= 4
+    assert _losses(resumed) == pytest.approx(_losses(zero2), rel=1e-5)
+
+
+def _kill_a_train_worker_after_first_checkpoint(run_dir: Path, killed: list) -> None:
+    deadline = time.time() + 240
+    while _registered_checkpoints(run_dir) < 1 and time.time() < deadline:
+        time.sleep(0.2)
+    for p in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in c for c in (p.info["cmdline"] or [])):
+            p.kill()
+            killed.append(p.pid)
+            return
+
+
+def test_worker_killed_mid_run_recovers(tiny_model, data_dir, tmp_path):
+    killed: list[int] = []
+    t = threading.Thread(target=_kill_a_train_worker_after_first_checkpoint, args=(tmp_path / "ft", killed))
+    t.start()
+    out = _train(tiny_model, data_dir, tmp_path, "ft", "run.max_failures=1", "train.max_steps=40")
+    t.join()
+    assert killed, "no train worker was found to kill"
+    assert out.resumes and out.history[-1]["step"] == 40 and out.model_dir.exists()

@@ -1,0 +1,78 @@
+"""The main job: score the base model, fine-tune, score the result, write summary.json and print a table."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from training.config import TrainConfig
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, tag: str = "") -> dict[str, dict]:
+    """EM/EX on each test split with Ray generator actors; scored rows go to out_dir/scored_{tag}_{split}.jsonl."""
+    from evaluation.generate import generate_with_actors
+    from evaluation.scoring import join_predictions, score_row, summarize
+    from training.data import get_split, load_text2sql
+
+    dd = load_text2sql(cfg.data.source, cfg.data.config_name)
+    results = {}
+    for split in cfg.data.test_splits:
+        rows = list(get_split(dd, split, cfg.data.source))[: cfg.eval.max_rows]
+        for i, r in enumerate(rows):
+            r.setdefault("id", f"{split}-{i}")
+        preds = generate_with_actors(model, rows, num_actors=cfg.eval.num_actors,
+                                     max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+        scored = [score_row(r) for r in join_predictions(rows, preds)]
+        results[split] = summarize(scored)["all"]
+        if out_dir is not None:
+            _atomic_write(out_dir / f"scored_{tag}_{split}.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored))
+    return results
+
+
+def format_table(before: dict[str, dict], after: dict[str, dict]) -> str:
+    lines = [f"{'split':<16}{'n':>5}  {'EM before':>10}{'EM after':>10}  {'EX before':>10}{'EX after':>10}",
+             "-" * 63]
+    for split, a in after.items():
+        b = before.get(split, {})
+        fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
+        lines.append(f"{split:<16}{a['n']:>5}  {fmt(b, 'em'):>10}{fmt(a, 'em'):>10}  {fmt(b, 'ex'):>10}{fmt(a, 'ex'):>10}")
+    return "\n".join(lines)
+
+
+def train_and_evaluate(cfg: TrainConfig) -> Path:
+    from training.driver import _ensure_ray, preflight, run_dir, run_training
+
+    t0 = time.time()
+    preflight(cfg)
+    _ensure_ray(cfg)
+    out = run_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    before = {}
+    if cfg.eval.enabled:
+        print(f"[sqlray] scoring the base model {cfg.model.name_or_path} on {cfg.data.test_splits}", flush=True)
+        before = evaluate_model(cfg.model.name_or_path, cfg, out, "base")
+    print(f"[sqlray] fine-tuning ({cfg.model.method}, ZeRO-{cfg.deepspeed.stage}, "
+          f"{cfg.scaling.num_workers} workers)", flush=True)
+    outcome = run_training(cfg)
+    after = {}
+    if cfg.eval.enabled:
+        print("[sqlray] scoring the fine-tuned model", flush=True)
+        after = evaluate_model(str(outcome.model_dir), cfg, out, "finetuned")
+    summary = {"run": cfg.run.name, "model_dir": str(outcome.model_dir),
+               "adapter_dir": str(outcome.adapter_dir) if outcome.adapter_dir else None,
+               "splits": after, "before": before, "train": outcome.metrics,
+               "wall_clock_s": round(time.time() - t0, 1), "config": cfg.model_dump(mode="json")}
+    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    if after:
+        print("\n" + format_table(before, after) + "\n")
+    print(f"[sqlray] loss curve: {out / 'loss_curve.png'}")
+    print(f"[sqlray] run folder: {out}")
+    return out
