@@ -89,12 +89,12 @@ def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int) -> fl
         elapsed = time.perf_counter() - t0
         total = torch.tensor([tokens], dtype=torch.float64)
         torch.distributed.all_reduce(total)
-        ray.train.report({"tokens_per_s": float(total) / elapsed})
+        return {"tokens_per_s": float(total) / elapsed}
 
     result = TorchTrainer(fn, train_loop_config={"model": model_dir, "data": data, "steps": steps,
                                                  "warmup": warmup, "mb": mb},
                           scaling_config=ScalingConfig(num_workers=2, use_gpu=False)).fit()
-    return result.metrics["tokens_per_s"]
+    return result.return_value["tokens_per_s"]
 
 
 def main() -> None:
