@@ -19,6 +19,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _forever(loader):
+    """Batches across epochs: the timed steps may outrun one pass over the data."""
+    while True:
+        yield from loader
+
+
 def plain_loop(model_dir: str, data: str, steps: int, warmup: int, mb: int, threads: int) -> float:
     """Single process, `threads` torch threads, global batch = 2 x mb (same as 2 workers x mb)."""
     from torch.utils.data import DataLoader
@@ -34,7 +40,7 @@ def plain_loop(model_dir: str, data: str, steps: int, warmup: int, mb: int, thre
                         collate_fn=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100))
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    it = iter(loader)
+    it = _forever(loader)
     tokens, t0 = 0, None
     for step in range(warmup + steps):
         if step == warmup:
@@ -74,7 +80,7 @@ def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int) -> fl
         loader = DataLoader(ds, batch_size=config["mb"], collate_fn=DataCollatorForSeq2Seq(tok, padding=True),
                             sampler=DistributedSampler(ds, ctx.get_world_size(), ctx.get_world_rank(), seed=0))
         engine = wrap(build_model(cfg.model), cfg, total_steps=config["warmup"] + config["steps"])
-        it = iter(loader)
+        it = _forever(loader)
         tokens, t0 = 0, None
         for step in range(config["warmup"] + config["steps"]):
             if step == config["warmup"]:

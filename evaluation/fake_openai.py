@@ -1,0 +1,118 @@
+"""A small OpenAI-compatible chat server for tests and benchmarks, on loopback only.
+
+It judges the reference judge prompt (yes when gen_sql equals gt_sql up to whitespace/case) and can
+inject faults per request: 429 with Retry-After, 500s, slow answers and malformed JSON. Every request is
+recorded (time and a content hash), so tests can count what was sent and paid.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass
+class Faults:
+    rate_limit_first: int = 0  # the first N requests of each prompt get 429
+    retry_after_s: float = 0.2
+    server_error_first: int = 0  # then the next N get 500
+    malformed_first: int = 0  # then the next N get non-JSON content
+    latency_s: float = 0.0
+    status_for: dict[str, int] = field(default_factory=dict)  # substring of the prompt -> final status
+
+
+def _verdict(prompt: str) -> str:
+    gt = re.search(r"gt_sql: (.*)", prompt)
+    gen = re.search(r"gen_sql: (.*)", prompt)
+    norm = lambda m: re.sub(r"\s+", " ", m.group(1)).strip().rstrip(";").lower() if m else None  # noqa: E731
+    return "yes" if norm(gt) is not None and norm(gt) == norm(gen) else "no"
+
+
+class FakeOpenAI:
+    def __init__(self, faults: Faults | None = None, host: str = "127.0.0.1", port: int = 0):
+        self.faults = faults or Faults()
+        self.requests: list[tuple[float, str, int]] = []  # (time, prompt hash, status)
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer((host, port), self._handler())
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self) -> "FakeOpenAI":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def count(self, status: int | None = None) -> int:
+        return sum(1 for _, _, s in self.requests if status is None or s == status)
+
+    def _decide(self, prompt: str) -> tuple[int, str | None]:
+        f = self.faults
+        h = hashlib.sha256(prompt.encode()).hexdigest()[:16]
+        with self._lock:
+            n = self._seen.get(h, 0)
+            self._seen[h] = n + 1
+        status, content = 200, json.dumps({"resolve_yn": _verdict(prompt)})
+        for needle, code in f.status_for.items():
+            if needle in prompt:
+                status, content = code, None
+        if status == 200:
+            if n < f.rate_limit_first:
+                status, content = 429, None
+            elif n < f.rate_limit_first + f.server_error_first:
+                status, content = 500, None
+            elif n < f.rate_limit_first + f.server_error_first + f.malformed_first:
+                content = "definitely yes!"
+        with self._lock:
+            self.requests.append((time.monotonic(), h, status))
+        return status, content
+
+    def _handler(self):
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):  # quiet
+                pass
+
+            def _json(self, code: int, obj: dict, headers: dict | None = None) -> None:
+                body = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                n = int(self.headers.get("content-length", 0))
+                req = json.loads(self.rfile.read(n) or b"{}")
+                prompt = "\n".join(m.get("content", "") for m in req.get("messages", []))
+                if outer.faults.latency_s:
+                    time.sleep(outer.faults.latency_s)
+                status, content = outer._decide(prompt)
+                if status == 429:
+                    return self._json(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
+                                      {"retry-after": str(outer.faults.retry_after_s)})
+                if status != 200:
+                    return self._json(status, {"error": {"message": f"injected {status}", "type": "test"}})
+                pt = len(prompt) // 4
+                self._json(200, {"id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion",
+                                 "created": int(time.time()), "model": req.get("model", "fake"),
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": content}}],
+                                 "usage": {"prompt_tokens": pt, "completion_tokens": 8, "total_tokens": pt + 8}})
+
+        return Handler
