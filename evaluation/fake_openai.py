@@ -96,9 +96,20 @@ class FakeOpenAI:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _completion(self, req: dict) -> None:
+                """A canned SQL followed by the trailing section a base model writes."""
+                outer.requests.append((time.monotonic(), "completion", 200))
+                self._json(200, {"id": "cmpl-1", "object": "text_completion", "created": int(time.time()),
+                                 "model": req.get("model", "fake"),
+                                 "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                                              "text": "SELECT COUNT(*) FROM t;\n\n### SQL 봇: more"}],
+                                 "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}})
+
             def do_POST(self):
                 n = int(self.headers.get("content-length", 0))
                 req = json.loads(self.rfile.read(n) or b"{}")
+                if self.path.endswith("/completions") and "messages" not in req:
+                    return self._completion(req)
                 prompt = "\n".join(m.get("content", "") for m in req.get("messages", []))
                 if outer.faults.latency_s:
                     time.sleep(outer.faults.latency_s)

@@ -1,6 +1,7 @@
 """Greedy SQL generation with the reference prompt: a pure batched function, and Ray actors at the edge."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -52,6 +53,25 @@ def generate_sql(model, tokenizer, rows: list[dict[str, Any]], max_new_tokens: i
         for i, t in zip(idx, texts):
             out[i] = {"id": rows[i].get("id", i), "raw": t, "prediction": extract_sql(t)}
     return out  # type: ignore[return-value]
+
+
+def generate_via_endpoint(base_url: str, model: str, rows: list[dict], max_new_tokens: int = 128,
+                          concurrency: int = 8) -> list[dict]:
+    """The same prompt through any OpenAI-compatible /v1/completions server (sqlray's own, vLLM, ...)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=os.environ.get("OPENAI_API_KEY", "unset"), max_retries=3)
+
+    def one(r: dict) -> dict:
+        resp = client.completions.create(model=model, prompt=make_prompt(r["context"], r["question"]),
+                                         max_tokens=max_new_tokens, temperature=0, stop=STOP_STRINGS)
+        text = resp.choices[0].text
+        return {"id": r.get("id"), "raw": text, "prediction": extract_sql(text)}
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        return list(pool.map(one, rows))
 
 
 class GeneratorActor:

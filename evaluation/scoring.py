@@ -22,6 +22,23 @@ def score_row(row: dict[str, Any], n_databases: int = 3) -> dict[str, Any]:
             "em": normalized_match(row["prediction"], row["answer"]), "ex": res.ex, "ex_error": res.error}
 
 
+def _score_chunk(rows: list[dict]) -> list[dict]:
+    return [score_row(r) for r in rows]
+
+
+def score_rows(rows: list[dict], chunk: int = 64) -> list[dict]:
+    """score_row over all rows: Ray tasks in chunks when Ray is up, in order either way."""
+    try:
+        import ray
+    except ImportError:  # pragma: no cover
+        ray = None
+    if ray is None or not ray.is_initialized() or len(rows) <= chunk:
+        return _score_chunk(rows)
+    task = ray.remote(num_cpus=1, max_retries=0)(_score_chunk)
+    parts = ray.get([task.remote(rows[i:i + chunk]) for i in range(0, len(rows), chunk)])
+    return [r for part in parts for r in part]
+
+
 def join_predictions(rows: list[dict], preds: list[dict]) -> list[dict]:
     """Attach predictions to rows by id, never by position."""
     by_id = {p["id"]: p for p in preds}

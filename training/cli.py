@@ -1,4 +1,5 @@
-"""The `sqlray` command: data, model, train (later issues add tune, serve, eval, cluster, submit)."""
+"""The `sqlray` command. Each package adds its own subcommands: training (data, model, train),
+evaluation (eval)."""
 from __future__ import annotations
 
 import argparse
@@ -38,10 +39,7 @@ def _cmd_train(args) -> None:
     train_and_evaluate(cfg)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sqlray", description="Fine-tune, tune, serve and evaluate Text2SQL models on Ray.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def add_commands(sub) -> None:
     d = sub.add_parser("data", help="bundled dataset")
     d.add_argument("action", choices=["generate"])
     d.add_argument("--out", default="data/text2sql")
@@ -63,18 +61,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-eval", action="store_true", help="skip before/after scoring")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
     t.set_defaults(fn=_cmd_train)
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from evaluation.cli import add_commands as add_eval
+
+    p = argparse.ArgumentParser(prog="sqlray", description="Fine-tune, tune, serve and evaluate Text2SQL models on Ray.")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    add_eval(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    from evaluation.scoring import ScoreError
     from training.config import ConfigError
     from training.data import DataError
 
     try:
         args.fn(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, ScoreError) as e:
         print(f"sqlray: error: {e}", file=sys.stderr)
         sys.exit(2)
 
