@@ -26,8 +26,14 @@ class Faults:
 
 
 def _verdict(prompt: str) -> str:
+    """Evaluation prompts: yes when gen_sql equals gt_sql (case/space-insensitive). Cleaning prompts (no
+    gt_sql): yes when every table gen_sql reads is defined in the DDL."""
     gt = re.search(r"gt_sql: (.*)", prompt)
     gen = re.search(r"gen_sql: (.*)", prompt)
+    if gt is None and gen is not None:
+        defined = set(re.findall(r"CREATE TABLE (\w+)", prompt, re.I))
+        used = set(re.findall(r"(?:FROM|JOIN)\s+(\w+)", gen.group(1), re.I))
+        return "yes" if used and used <= defined else "no"
     norm = lambda m: re.sub(r"\s+", " ", m.group(1)).strip().rstrip(";").lower() if m else None  # noqa: E731
     return "yes" if norm(gt) is not None and norm(gt) == norm(gen) else "no"
 
@@ -58,7 +64,7 @@ class FakeOpenAI:
     def count(self, status: int | None = None) -> int:
         return sum(1 for _, _, s in self.requests if status is None or s == status)
 
-    def _decide(self, prompt: str) -> tuple[int, str | None]:
+    def _decide(self, prompt: str, arrived: float) -> tuple[int, str | None]:
         f = self.faults
         h = hashlib.sha256(prompt.encode()).hexdigest()[:16]
         with self._lock:
@@ -76,7 +82,7 @@ class FakeOpenAI:
             elif n < f.rate_limit_first + f.server_error_first + f.malformed_first:
                 content = "definitely yes!"
         with self._lock:
-            self.requests.append((time.monotonic(), h, status))
+            self.requests.append((arrived, h, status))
         return status, content
 
     def _handler(self):
@@ -106,6 +112,7 @@ class FakeOpenAI:
                                  "usage": {"prompt_tokens": 10, "completion_tokens": 8, "total_tokens": 18}})
 
             def do_POST(self):
+                arrived = time.monotonic()  # stamped on arrival: the latency sleep must not blur timings
                 n = int(self.headers.get("content-length", 0))
                 req = json.loads(self.rfile.read(n) or b"{}")
                 if self.path.endswith("/completions") and "messages" not in req:
@@ -113,7 +120,7 @@ class FakeOpenAI:
                 prompt = "\n".join(m.get("content", "") for m in req.get("messages", []))
                 if outer.faults.latency_s:
                     time.sleep(outer.faults.latency_s)
-                status, content = outer._decide(prompt)
+                status, content = outer._decide(prompt, arrived)
                 if status == 429:
                     return self._json(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
                                       {"retry-after": str(outer.faults.retry_after_s)})

@@ -27,6 +27,15 @@ def judge_messages(ddl: str, question: str, gt_sql: str, gen_sql: str) -> list[d
     return [{"role": "system", "content": body}]
 
 
+CLEAN_PROMPT = ('Based on below DDL and Question, evaluate whether gen_sql correctly resolves Question on the given '
+                'tables. If it does, return "yes" else return "no". Output JSON Format: {"resolve_yn": ""}')
+
+
+def clean_messages(ddl: str, question: str, sql: str) -> list[dict[str, str]]:
+    """The cleaning judge: a training row's own SQL against its question and DDL (no reference SQL)."""
+    return [{"role": "system", "content": f"{CLEAN_PROMPT}\n\nDDL: {ddl}\nQuestion: {question}\ngen_sql: {sql}"}]
+
+
 def request_key(row_id: Any, model: str, params: dict[str, Any], messages: list[dict]) -> str:
     """Deterministic per (row, prompt version, model, parameters, content): the same work, the same key."""
     blob = json.dumps({"id": str(row_id), "v": PROMPT_VERSION, "model": model, "params": params, "messages": messages},

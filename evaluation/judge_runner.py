@@ -33,24 +33,34 @@ class JudgeSettings:
     params: dict[str, Any] = field(default_factory=lambda: {"temperature": 0})
 
 
-def judge_requests(rows: list[dict], s: JudgeSettings) -> list[dict]:
-    """One request per row: {key, row_id, messages}."""
+def eval_messages(r: dict) -> list[dict]:
+    return judge_messages(r["context"], r["question"], r["answer"], r["prediction"])
+
+
+def judge_requests(rows: list[dict], s: JudgeSettings, build=eval_messages) -> list[dict]:
+    """One request per row: {key, row_id, messages}; ``build`` makes a row's messages."""
     out = []
     for r in rows:
-        msgs = judge_messages(r["context"], r["question"], r["answer"], r["prediction"])
+        msgs = build(r)
         out.append({"key": request_key(r["id"], s.model, {**s.params, "max_tokens": s.max_tokens}, msgs),
                     "row_id": str(r["id"]), "messages": msgs})
     return out
 
 
 class LimiterActor:
+    """Async: ``acquire`` returns when the caller may send. Waiting here, rather than handing back a delay
+    for the caller to sleep, keeps RPC latency from bunching sends together (measured: a relative delay
+    overshot a 1200 RPM limit by up to 7%)."""
+
     def __init__(self, rpm: float, tpm: float):
         self.limiter = RateLimiter(rpm, tpm)
 
-    def reserve(self, tokens: int) -> float:
-        return self.limiter.reserve(tokens)
+    async def acquire(self, tokens: int) -> None:
+        delay = self.limiter.reserve(tokens)
+        if delay > 0:
+            await asyncio.sleep(delay)
 
-    def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
         self.limiter.pause(seconds)
 
 
@@ -86,10 +96,10 @@ class JudgeActor:
 
     async def _send(self, req: dict) -> Any:
         s = self.s
-        delay = await self.limiter.reserve.remote(estimate_tokens(req["messages"], s.max_tokens))
-        if delay > 0:
-            await asyncio.sleep(delay)
+        # "sent" is journaled before the slot is taken: the fsync'd write must not sit between the
+        # limiter's go and the request, or queued writes release sends in bunches.
         await self.journal.mark_sent.remote(req["key"], req["row_id"])
+        await self.limiter.acquire.remote(estimate_tokens(req["messages"], s.max_tokens))
         return await self.client.chat.completions.create(
             model=s.model, messages=req["messages"], max_tokens=s.max_tokens,
             response_format={"type": "json_object"}, **s.params)
@@ -137,11 +147,12 @@ class JudgeActor:
         return len(await asyncio.gather(*(guarded(r) for r in reqs)))
 
 
-def run_judge(rows: list[dict], s: JudgeSettings, journal_path: str | Path, progress: bool = True) -> dict[str, Any]:
+def run_judge(rows: list[dict], s: JudgeSettings, journal_path: str | Path, progress: bool = True,
+              build=eval_messages) -> dict[str, Any]:
     """Judge every row not yet in the journal; returns {row_id: verdict|None} and usage totals."""
     import ray
 
-    reqs = judge_requests(rows, s)
+    reqs = judge_requests(rows, s, build)
     done = Journal(journal_path).finished()
     todo = [r for r in reqs if r["key"] not in done]
     if todo:

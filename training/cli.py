@@ -9,11 +9,24 @@ import sys
 
 
 def _cmd_data(args) -> None:
-    if args.action == "generate":
+    from training.config import ConfigError
+
+    if args.action == "clean":
+        if not args.out:
+            raise ConfigError("data clean: --out is required (a new folder for the cleaned dataset)")
+        import ray
+
+        from evaluation.clean import clean_dataset
+        from evaluation.judge_runner import JudgeSettings
+
+        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        s = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm)
+        print(json.dumps(clean_dataset(args.data, args.out, s, args.split), ensure_ascii=False))
+    elif args.action == "generate":
         from training.datagen import write_dataset
 
-        counts = write_dataset(args.out, seed=args.seed)
-        print(json.dumps({"out": args.out, "rows": counts}))
+        out = args.out or "data/text2sql"
+        print(json.dumps({"out": out, "rows": write_dataset(out, seed=args.seed)}))
 
 
 def _cmd_model(args) -> None:
@@ -41,9 +54,15 @@ def _cmd_train(args) -> None:
 
 def add_commands(sub) -> None:
     d = sub.add_parser("data", help="bundled dataset")
-    d.add_argument("action", choices=["generate"])
-    d.add_argument("--out", default="data/text2sql")
+    d.add_argument("action", choices=["generate", "clean"], help="generate the bundled set, or clean one with the judge")
+    d.add_argument("--out", default=None, help="output folder (generate: data/text2sql)")
     d.add_argument("--seed", type=int, default=42)
+    d.add_argument("--data", default="data/text2sql", help="clean: the dataset to clean")
+    d.add_argument("--split", default="train", help="clean: the split to clean")
+    d.add_argument("--judge-model", default="gpt-4-turbo-preview")
+    d.add_argument("--judge-base-url", help="OpenAI-compatible base URL; OPENAI_BASE_URL otherwise")
+    d.add_argument("--rpm", type=float, default=2500)
+    d.add_argument("--tpm", type=float, default=100_000)
     d.set_defaults(fn=_cmd_data)
 
     m = sub.add_parser("model", help="embedded models")

@@ -81,3 +81,21 @@ def test_bad_input_line_names_the_file(tmp_path):
     inp.write_text('{"id": 1}\nnot json\n')
     r = _sqlray("eval", "score", "--input", str(inp), "--output", str(tmp_path / "o.jsonl"))
     assert r.returncode == 2 and "bad.jsonl:2" in r.stderr
+
+
+def test_data_clean_drops_rows_the_judge_rejects(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    good = {"context": CTX, "question": "count", "answer": "SELECT COUNT(*) FROM t"}
+    bad = {"context": CTX, "question": "people", "answer": "SELECT name FROM people"}  # table not in the DDL
+    (src / "train.jsonl").write_text("".join(json.dumps({**r, "id": str(i)}) + "\n" for i, r in enumerate([good, bad, good])))
+    (src / "validation.jsonl").write_text(json.dumps(good) + "\n")
+    with FakeOpenAI() as srv:
+        r = _sqlray("data", "clean", "--data", str(src), "--out", str(tmp_path / "clean"), "--judge-base-url", srv.base_url)
+        assert r.returncode == 0, r.stderr
+        assert len(srv.requests) == 3
+    kept = _jsonl(tmp_path / "clean" / "train.jsonl")
+    assert [k["id"] for k in kept] == ["0", "2"]
+    assert [d["id"] for d in _jsonl(tmp_path / "clean" / "clean_report.jsonl")] == ["1"]
+    assert (tmp_path / "clean" / "validation.jsonl").exists()
+    assert json.loads((tmp_path / "clean" / "clean_summary.json").read_text())["dropped"] == 1
