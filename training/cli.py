@@ -1,5 +1,5 @@
-"""The `sqlray` command. Each package adds its own subcommands: training (data, model, train),
-evaluation (eval)."""
+"""The `sqlray` command. Each package adds its own subcommands: training (data, model, train, tune),
+evaluation (eval), serving (serve), cluster (cluster, submit, jobs)."""
 from __future__ import annotations
 
 import argparse
@@ -23,10 +23,11 @@ def _cmd_data(args) -> None:
         s = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm)
         print(json.dumps(clean_dataset(args.data, args.out, s, args.split), ensure_ascii=False))
     elif args.action == "generate":
-        from training.datagen import write_dataset
+        from training.datagen import write_dataset, write_domain_dataset
 
         out = args.out or "data/text2sql"
-        print(json.dumps({"out": out, "rows": write_dataset(out, seed=args.seed)}))
+        rows = {"main": write_dataset(out, seed=args.seed), "game (shifted task)": write_domain_dataset(f"{out}-game", seed=args.seed)}
+        print(json.dumps({"out": out, "rows": rows}, ensure_ascii=False))
 
 
 def _cmd_model(args) -> None:
@@ -50,6 +51,12 @@ def _cmd_train(args) -> None:
     from training.workflow import train_and_evaluate
 
     train_and_evaluate(cfg)
+
+
+def _cmd_tune(args) -> None:
+    from training.tune import load_tune_config, run_tune
+
+    run_tune(load_tune_config(args.config, args.overrides))
 
 
 def add_commands(sub) -> None:
@@ -81,15 +88,22 @@ def add_commands(sub) -> None:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100")
     t.set_defaults(fn=_cmd_train)
 
+    u = sub.add_parser("tune", help="Ray Tune over LoRA rank/alpha/lr with ASHA (rerun the same name to resume)")
+    u.add_argument("--config", required=True, help="YAML tune config")
+    u.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_samples=4 train.train.max_steps=60")
+    u.set_defaults(fn=_cmd_tune)
+
 
 
 def build_parser() -> argparse.ArgumentParser:
     from evaluation.cli import add_commands as add_eval
+    from serving.cli import add_commands as add_serve
 
     p = argparse.ArgumentParser(prog="sqlray", description="Fine-tune, tune, serve and evaluate Text2SQL models on Ray.")
     sub = p.add_subparsers(dest="command", required=True)
     add_commands(sub)
     add_eval(sub)
+    add_serve(sub)
     return p
 
 

@@ -1,0 +1,132 @@
+"""Ray Serve wiring: a model deployment (dynamic batching, LoRA multiplexing) behind a thin FastAPI router.
+
+The router parses and validates requests, and picks the replica by adapter (Serve's multiplexed model
+id); the model deployment batches concurrent requests into one generate() call. ``build_app(args)`` is
+the import path a Serve config file points at (``serve deploy configs/serve-deploy.yaml``).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import AsyncIterator
+
+from ray import serve
+
+from serving.config import ServeSettings
+from serving.engine import GenRequest, GenResult, PromptTooLong
+
+
+def _resolve(path: str) -> str:
+    """Relative model paths mean the driver's folder (replicas start in Ray's session folder)."""
+    base = os.environ.get("SQLRAY_DRIVER_CWD")
+    if base and not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(base, path)):
+        return os.path.join(base, path)
+    return path
+
+
+class _AdapterHandle:
+    """What the multiplexed loader returns; Serve calls __del__ when the LRU evicts it."""
+
+    def __init__(self, engine, name: str):
+        self.engine, self.name, self.unloaded = engine, name, False
+
+    def __del__(self):
+        # Serve calls this on eviction; the garbage collector may call it again later, after the same
+        # adapter was loaded anew by another handle: only the first call unloads.
+        if not self.unloaded:
+            self.unloaded = True
+            self.engine.unload_adapter(self.name)
+
+
+class SQLModel:
+    """One model replica. Wrapped by ``serve.deployment`` in ``build_app`` (options come from the config)."""
+
+    def __init__(self, settings: dict):
+        from serving.engine import HFEngine
+
+        self.s = ServeSettings.model_validate(settings)
+        self.engine = HFEngine(_resolve(self.s.model), threads=max(1, int(self.s.num_cpus)))
+        self.generate_batch.set_max_batch_size(self.s.max_batch_size)
+        self.generate_batch.set_batch_wait_timeout_s(self.s.batch_wait_timeout_s)
+
+        async def load(name: str) -> _AdapterHandle:  # the LRU size comes from the config, so wrap here
+            return await self._load_adapter(name)
+
+        self._loader = serve.multiplexed(max_num_models_per_replica=self.s.max_adapters_per_replica)(load)
+
+    async def _load_adapter(self, name: str) -> _AdapterHandle:
+        await asyncio.to_thread(self.engine.load_adapter, name, _resolve(self.s.adapters[name]))
+        return _AdapterHandle(self.engine, name)
+
+    async def _ensure_adapters(self, names: set[str]) -> list[_AdapterHandle]:
+        return [await self._loader(n) for n in sorted(names)]
+
+    def ready(self) -> dict:
+        return {"ready": True, "adapters_loaded": sorted(self.engine.adapters)}
+
+    def check_health(self) -> None:
+        if self.engine.model is None:  # Serve restarts a replica whose check raises
+            raise RuntimeError("model not loaded")
+
+    def stats(self) -> dict:
+        return {"batch_sizes": list(self.engine.batch_sizes), "adapters_loaded": sorted(self.engine.adapters)}
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
+    async def generate_batch(self, reqs: list[GenRequest]) -> list[GenResult]:
+        out: list[GenResult] = []
+        cap = self.s.max_adapters_per_replica
+        # More distinct adapters than a replica keeps loaded: generate in groups that fit.
+        names = sorted({r.adapter for r in reqs if r.adapter})
+        groups = [set(names[i:i + cap]) for i in range(0, len(names), cap)] or [set()]
+        done: dict[int, GenResult] = {}
+        for g in groups:
+            idx = [i for i, r in enumerate(reqs) if (r.adapter in g) or (not r.adapter and g is groups[0])]
+            handles = await self._ensure_adapters(g)
+            res = await asyncio.to_thread(self.engine.generate, [reqs[i] for i in idx])
+            del handles
+            done.update(zip(idx, res))
+        out = [done[i] for i in range(len(reqs))]
+        return out
+
+    async def generate(self, req: GenRequest) -> GenResult:
+        self.engine.check(req)  # raise PromptTooLong for this request alone, before it joins a batch
+        return await self.generate_batch(req)
+
+    async def stream(self, req: GenRequest) -> AsyncIterator[str]:
+        self.engine.check(req)
+        handles = await self._ensure_adapters({req.adapter} if req.adapter else set())
+        it = self.engine.stream(req)
+        sentinel = object()
+        try:
+            while (piece := await asyncio.to_thread(next, it, sentinel)) is not sentinel:
+                yield piece
+        finally:
+            it.close()
+            del handles
+
+
+def build_app(args: dict):
+    """Application builder: ``serve run serving.app:build_app model=...`` or a Serve config's import_path."""
+    from serving.router import Router
+
+    s = ServeSettings.model_validate(args)
+    if s.create_tiny_if_missing:
+        from training.tiny import ensure_tiny_model
+
+        ensure_tiny_model(_resolve(s.model))
+    autoscaling = None
+    if s.max_replicas and s.max_replicas > s.num_replicas:
+        autoscaling = {"min_replicas": s.num_replicas, "max_replicas": s.max_replicas,
+                       "target_ongoing_requests": s.max_batch_size}
+    env = {"SQLRAY_DRIVER_CWD": os.environ.get("SQLRAY_DRIVER_CWD", os.getcwd()), "TOKENIZERS_PARALLELISM": "false"}
+    if s.api_key_env and os.environ.get(s.api_key_env):
+        env[s.api_key_env] = os.environ[s.api_key_env]
+    model = serve.deployment(SQLModel, name="SQLModel").options(
+        num_replicas=None if autoscaling else s.num_replicas, autoscaling_config=autoscaling,
+        max_ongoing_requests=s.max_ongoing_requests, max_queued_requests=s.max_queued_requests,
+        ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus, "runtime_env": {"env_vars": env}},
+        health_check_period_s=10)
+    router = serve.deployment(Router, name="Router").options(
+        num_replicas=1, max_ongoing_requests=max(256, 4 * s.max_ongoing_requests),
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": env}})
+    return router.bind(model.bind(s.model_dump()), s.model_dump())

@@ -1,0 +1,52 @@
+"""Typed serve configuration: ``sqlray serve --config x.yaml key=value`` or the args of a Serve config file."""
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from training.config import _Strict
+
+
+class ServeSettings(_Strict):
+    model: str = Field(".cache/tiny-llama", description="Model folder (HF format, e.g. a run's model/) or hub id.")
+    model_name: str | None = Field(None, description="Name clients use in 'model'; default: the folder's name.")
+    adapters: dict[str, str] = Field(default_factory=dict,
+                                     description="LoRA adapters by name -> folder; a request picks one by name.")
+    create_tiny_if_missing: bool = Field(False, description="Build the embedded tiny model at `model` if absent.")
+    host: str = Field("127.0.0.1", description="HTTP bind address; keep loopback unless behind a private network.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    num_replicas: int = Field(1, ge=1, description="Model replicas (min replicas when autoscaling).")
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound; None disables autoscaling.")
+    num_cpus: float = Field(1, gt=0, description="CPUs per model replica (also its torch threads).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per model replica.")
+    max_batch_size: int = Field(8, ge=1, description="Requests merged into one generate() call.")
+    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill.")
+    max_ongoing_requests: int = Field(16, ge=1, description="Requests a model replica holds at once (>= batch size).")
+    max_queued_requests: int = Field(32, ge=-1, description="Requests queued beyond that; more get 503 (-1: no limit).")
+    request_timeout_s: float | None = Field(None, gt=0, description="End-to-end HTTP timeout (408 past it).")
+    max_adapters_per_replica: int = Field(4, ge=1, description="LoRA adapters a replica keeps loaded (LRU).")
+    default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none.")
+    max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens / max_new_tokens a request may ask.")
+    max_input_chars: int = Field(20_000, ge=1, description="Largest DDL, question or prompt (413 beyond).")
+    max_body_bytes: int = Field(256_000, ge=1, description="Largest request body (413 beyond).")
+    api_key_env: str | None = Field(None, description="If set, the environment variable holding the bearer token "
+                                                      "every /v1 request must send (401 otherwise).")
+
+    @model_validator(mode="after")
+    def _compatible(self) -> "ServeSettings":
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(f"max_ongoing_requests ({self.max_ongoing_requests}) must be >= max_batch_size "
+                             f"({self.max_batch_size}): a replica can't batch requests it doesn't hold")
+        if self.max_replicas is not None and self.max_replicas < self.num_replicas:
+            raise ValueError("max_replicas must be >= num_replicas")
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must be <= max_tokens_limit")
+        for name in self.adapters:
+            if not name or name == "__base__" or "/" in name:
+                raise ValueError(f"adapters: {name!r} is not a usable adapter name")
+        return self
+
+    @property
+    def served_name(self) -> str:
+        from pathlib import Path
+
+        return self.model_name or (Path(self.model).name if Path(self.model).exists() else self.model)

@@ -1,0 +1,212 @@
+"""The generation engine behind the routes: a small interface, and a transformers implementation.
+
+One ``generate`` call serves a whole batch: each request keeps its own token limit, stop strings and
+LoRA adapter (PEFT's mixed-adapter batches), so batching never changes what a request gets back.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import torch
+
+BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
+
+
+@dataclass
+class GenRequest:
+    prompt: str
+    max_new_tokens: int
+    stop: list[str] = field(default_factory=list)
+    adapter: str | None = None
+
+
+@dataclass
+class GenResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class PromptTooLong(ValueError):
+    """The prompt plus the requested tokens do not fit the model's context."""
+
+
+class Engine(Protocol):
+    def generate(self, reqs: list[GenRequest]) -> list[GenResult]: ...
+    def stream(self, req: GenRequest) -> Iterator[str]: ...
+    def check(self, req: GenRequest) -> int: ...
+    def load_adapter(self, name: str, path: str) -> None: ...
+    def unload_adapter(self, name: str) -> None: ...
+
+
+def cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
+    """Text before the earliest stop string (OpenAI semantics: the stop itself is not returned)."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+class _RowStops:
+    """Per-row stopping for a batched generate(): a row ends at its own token limit or stop string."""
+
+    def __init__(self, tokenizer, prompt_len: int, reqs: list[GenRequest]):
+        self.tok, self.start, self.reqs = tokenizer, prompt_len, reqs
+        # A stop string spans at most this many tokens (every token decodes to >= 1 character).
+        self.window = max((len(s) for r in reqs for s in r.stop), default=0) + 2
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        new = input_ids[:, self.start:]
+        done = torch.zeros(len(self.reqs), dtype=torch.bool, device=input_ids.device)
+        for i, r in enumerate(self.reqs):
+            if new.shape[1] >= r.max_new_tokens:
+                done[i] = True
+            elif r.stop:
+                tail = self.tok.decode(new[i, -self.window:], skip_special_tokens=True)
+                done[i] = any(s in tail for s in r.stop)
+        return done
+
+
+class _Cancelled:
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class HFEngine:
+    """transformers generation on CPU or one GPU; LoRA adapters loaded and dropped on demand."""
+
+    def __init__(self, model_path: str, dtype: str = "float32", device: str | None = None, threads: int | None = None):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tok = AutoTokenizer.from_pretrained(model_path)
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.tok.padding_side = "left"  # decoder-only batching: every prompt ends where generation starts
+        self.base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
+        self.base.eval()
+        self.model = self.base
+        self.max_positions = int(getattr(self.base.config, "max_position_embeddings", 0) or 10**9)
+        self.adapters: set[str] = set()
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # what batching achieved, for stats and tests
+        # PEFT's mixed-adapter batches install forward hooks: one generate at a time per model.
+        self.lock = threading.Lock()
+
+    # -- adapters --------------------------------------------------------------------------------
+    def load_adapter(self, name: str, path: str) -> None:
+        from peft import PeftModel
+
+        with self.lock:
+            if name in self.adapters:
+                return
+            if not self.adapters:
+                self.model = PeftModel.from_pretrained(self.base, path, adapter_name=name)
+            else:
+                self.model.load_adapter(path, adapter_name=name)
+            self.model.eval()
+            self.adapters.add(name)
+
+    def unload_adapter(self, name: str) -> None:
+        with self.lock:
+            if name not in self.adapters:
+                return
+            self.adapters.discard(name)
+            if self.adapters:
+                self.model.delete_adapter(name)
+            else:  # the last one: take the LoRA layers out of the base again
+                self.base = self.model.unload()
+                self.model = self.base
+
+    # -- generation ------------------------------------------------------------------------------
+    def check(self, req: GenRequest) -> int:
+        """Prompt tokens, or PromptTooLong when prompt + max_new_tokens exceed the context."""
+        n = len(self.tok(req.prompt, add_special_tokens=True)["input_ids"])
+        if n + req.max_new_tokens > self.max_positions:
+            raise PromptTooLong(f"the prompt has {n} tokens and max tokens is {req.max_new_tokens}: together more "
+                                f"than the model's context of {self.max_positions} tokens")
+        return n
+
+    def _gen_kwargs(self, reqs: list[GenRequest]) -> dict:
+        kw = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tok.pad_token_id,
+              "eos_token_id": self.tok.eos_token_id}
+        if self.adapters:
+            kw["adapter_names"] = [r.adapter or BASE for r in reqs]
+        return kw
+
+    @torch.no_grad()
+    def generate(self, reqs: list[GenRequest]) -> list[GenResult]:
+        from transformers import StoppingCriteriaList
+
+        unknown = {r.adapter for r in reqs if r.adapter and r.adapter not in self.adapters}
+        if unknown:
+            raise KeyError(f"adapters not loaded: {sorted(unknown)}")
+        enc = self.tok([r.prompt for r in reqs], return_tensors="pt", padding=True).to(self.device)
+        plen = enc["input_ids"].shape[1]
+        with self.lock:
+            self.batch_sizes.append(len(reqs))
+            out = self.model.generate(**enc, max_new_tokens=max(r.max_new_tokens for r in reqs),
+                                      stopping_criteria=StoppingCriteriaList([_RowStops(self.tok, plen, reqs)]),
+                                      **self._gen_kwargs(reqs))
+        results = []
+        for i, r in enumerate(reqs):
+            ids = out[i, plen:plen + r.max_new_tokens].tolist()
+            eos = self.tok.eos_token_id
+            hit_eos = eos in ids
+            ids = ids[: ids.index(eos)] if hit_eos else ids
+            ids = [t for t in ids if t != self.tok.pad_token_id or t == eos]
+            text, hit_stop = cut_at_stop(self.tok.decode(ids, skip_special_tokens=True), r.stop)
+            prompt_tokens = int(enc["attention_mask"][i].sum())
+            results.append(GenResult(text, prompt_tokens, len(ids) + int(hit_eos),
+                                     "stop" if hit_eos or hit_stop else "length"))
+        return results
+
+    def stream(self, req: GenRequest) -> Iterator[str]:
+        """Decoded pieces as they are generated, holding back any text that could begin a stop string."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        enc = self.tok([req.prompt], return_tensors="pt").to(self.device)
+        streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
+        cancel = threading.Event()  # set when the client has what it needs (or went away)
+        stops = StoppingCriteriaList([_RowStops(self.tok, enc["input_ids"].shape[1], [req]), _Cancelled(cancel)])
+        kwargs = {**enc, "max_new_tokens": req.max_new_tokens, "streamer": streamer,
+                  "stopping_criteria": stops, **self._gen_kwargs([req])}
+
+        error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self.lock, torch.no_grad():
+                    self.batch_sizes.append(1)
+                    self.model.generate(**kwargs)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer below
+                error.append(e)
+                streamer.end()  # unblock the consumer, which re-raises
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        hold = max((len(s) for s in req.stop), default=1) - 1
+        sent, buf = 0, ""
+        try:
+            for piece in streamer:
+                buf += piece
+                text, hit = cut_at_stop(buf, req.stop)
+                safe = len(text) if hit else max(sent, len(buf) - hold)
+                if safe > sent:
+                    yield buf[sent:safe]
+                    sent = safe
+                if hit:
+                    return
+            if error:
+                raise error[0]
+            if len(buf) > sent:
+                yield buf[sent:]
+        finally:
+            cancel.set()  # the streamer's queue is unbounded: the thread stops at its next step, never blocks
+            worker.join()

@@ -1,0 +1,177 @@
+"""Thin HTTP routes (FastAPI under Ray Serve): parse, validate, call the model deployment, shape the answer.
+
+Every failure a client can cause is a JSON error with a status below 500; the process never exits on one.
+"""
+
+import hmac
+import json
+import os
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from ray import serve
+from ray.serve.exceptions import BackPressureError
+
+from evaluation.generate import STOP_STRINGS
+from evaluation.sql import extract_sql, parses
+from serving.config import ServeSettings
+from serving.engine import GenRequest, PromptTooLong
+from serving.protocol import (APIError, ChatRequest, CompletionRequest, SqlRequest, chat_body, completion_body,
+                              new_id, parse_json_body, stream_chunk)
+from training.prompt import make_prompt
+
+app = FastAPI(title="sqlray", description="Text2SQL on Ray Serve: /v1/sql plus an OpenAI-compatible API.")
+
+
+@app.exception_handler(APIError)
+async def _api_error(request: Request, e: APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+
+def _usage(results) -> dict:
+    p, c = sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+@serve.ingress(app)
+class Router:
+    def __init__(self, model_handle, settings: dict):
+        self.model = model_handle
+        self.s = ServeSettings.model_validate(settings)
+        self.name = self.s.served_name
+        self.api_key = os.environ.get(self.s.api_key_env) if self.s.api_key_env else None
+        if self.s.api_key_env and not self.api_key:
+            raise RuntimeError(f"api_key_env={self.s.api_key_env} is set but that environment variable is empty")
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _auth(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            raise APIError(401, "missing or wrong bearer token (Authorization: Bearer <key>)",
+                           type_="authentication_error")
+
+    async def _parse(self, request: Request, model):
+        self._auth(request)
+        return parse_json_body(await request.body(), model, self.s.max_body_bytes)
+
+    def _adapter_for(self, name: str | None, param: str) -> str | None:
+        """None for the base model; 404 for a name that is neither the model nor an adapter."""
+        if name is None or name == self.name:
+            return None
+        if name not in self.s.adapters:
+            known = [self.name, *self.s.adapters]
+            raise APIError(404, f"{param}: unknown model or adapter {name!r}; available: {known}", param=param,
+                           type_="not_found_error")
+        return name
+
+    def _limit(self, n: int | None, param: str) -> int:
+        if n is None:
+            return self.s.default_max_tokens
+        if not 1 <= n <= self.s.max_tokens_limit:
+            raise APIError(422, f"{param}: must be between 1 and {self.s.max_tokens_limit} (got {n})", param=param)
+        return n
+
+    def _size(self, text: str, param: str) -> None:
+        if len(text) > self.s.max_input_chars:
+            raise APIError(413, f"{param}: {len(text)} characters; the limit is {self.s.max_input_chars}", param=param)
+
+    def _handle(self, adapter: str | None):
+        return self.model.options(multiplexed_model_id=adapter or "")
+
+    async def _run(self, reqs: list[GenRequest]):
+        try:
+            refs = [self._handle(r.adapter).generate.remote(r) for r in reqs]
+            return [await ref for ref in refs]
+        except BackPressureError:
+            raise APIError(503, "server busy: the request queue is full, retry later", type_="overloaded",
+                           headers={"Retry-After": "1"}) from None
+        except PromptTooLong as e:
+            raise APIError(400, str(e), param="prompt", type_="context_length_exceeded") from None
+
+    def _stream(self, req: GenRequest, kind: str) -> StreamingResponse:
+        cid, model = new_id("cmpl" if kind == "completion" else "chatcmpl"), req.adapter or self.name
+
+        async def events():
+            first = True
+            try:
+                gen = self._handle(req.adapter).options(stream=True).stream.remote(req)
+                async for piece in gen:
+                    yield stream_chunk(kind, cid, model, piece, None, first)
+                    first = False
+                yield stream_chunk(kind, cid, model, None, "stop", first)
+            except BackPressureError:
+                yield f"data: {json.dumps(APIError(503, 'server busy, retry later').body())}\n\n"
+            except PromptTooLong as e:
+                yield f"data: {json.dumps(APIError(400, str(e)).body())}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    # -- routes ----------------------------------------------------------------------------------
+    @app.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        try:
+            info = await self.model.ready.remote()
+            return JSONResponse({"ready": True, "model": self.name, **info})
+        except Exception as e:  # noqa: BLE001 - not ready, whatever the reason
+            return JSONResponse({"ready": False, "error": str(e)[:200]}, status_code=503)
+
+    @app.get("/v1/models")
+    def models(self, request: Request) -> dict:
+        self._auth(request)
+        now = int(time.time())
+        names = [(self.name, None), *[(a, self.name) for a in self.s.adapters]]
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": now, "owned_by": "sqlray",
+                                            "parent": p} for n, p in names]}
+
+    @app.post("/v1/sql")
+    async def sql(self, request: Request) -> dict:
+        body: SqlRequest = await self._parse(request, SqlRequest)
+        self._size(body.context, "context")
+        self._size(body.question, "question")
+        adapter = self._adapter_for(body.adapter, "adapter")
+        req = GenRequest(make_prompt(body.context, body.question),
+                         self._limit(body.max_new_tokens, "max_new_tokens"), list(STOP_STRINGS), adapter)
+        (res,) = await self._run([req])
+        sql = extract_sql(res.text)
+        # The SQL is parsed, never executed: this endpoint has no database to run it against.
+        return {"sql": sql, "valid": bool(sql) and parses(sql), "model": self.name, "adapter": adapter,
+                "finish_reason": res.finish_reason, "usage": _usage([res])}
+
+    @app.post("/v1/completions")
+    async def completions(self, request: Request):
+        body: CompletionRequest = await self._parse(request, CompletionRequest)
+        adapter = self._adapter_for(body.model, "model")
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts:
+            raise APIError(422, "prompt: must not be empty", param="prompt")
+        for p in prompts:
+            self._size(p, "prompt")
+        limit = self._limit(body.token_limit, "max_tokens")
+        reqs = [GenRequest(p, limit, body.stop or [], adapter) for p in prompts]
+        if body.stream:
+            if len(reqs) != 1:
+                raise APIError(422, "stream: only one prompt per streaming request", param="stream")
+            return self._stream(reqs[0], "completion")
+        results = await self._run(reqs)
+        return completion_body(body.model, [(r.text, r.finish_reason) for r in results], _usage(results))
+
+    @app.post("/v1/chat/completions")
+    async def chat(self, request: Request):
+        body: ChatRequest = await self._parse(request, ChatRequest)
+        adapter = self._adapter_for(body.model, "model")
+        # Text2SQL models here are tuned on a plain prompt, not a chat template: contents are joined.
+        prompt = "\n\n".join(m.text() for m in body.messages if m.text())
+        self._size(prompt, "messages")
+        req = GenRequest(prompt, self._limit(body.token_limit, "max_tokens"), body.stop or [], adapter)
+        if body.stream:
+            return self._stream(req, "chat")
+        (res,) = await self._run([req])
+        return chat_body(body.model, res.text, res.finish_reason, _usage([res]))

@@ -1,0 +1,199 @@
+"""Real Ray Serve on CPU with the tiny model: every route through httpx and the official openai client,
+batching, adapter switching, the bad-input battery, auth and overload."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import httpx
+import pytest
+
+from serving.config import ServeSettings
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+DDL = "CREATE TABLE players (id INT PRIMARY KEY, name VARCHAR(50), level INT);"
+KEY = "test-secret-key"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_model, adapters, monkeypatch_module):
+    from ray import serve
+
+    from serving.cli import start
+
+    monkeypatch_module.setenv("SQLRAY_TEST_KEY", KEY)
+    s = ServeSettings(model=str(served_model), model_name="tiny", port=_free_port(),
+                      adapters={k: str(v) for k, v in adapters.items()}, max_batch_size=8, batch_wait_timeout_s=0.1,
+                      max_ongoing_requests=8, max_queued_requests=4, max_tokens_limit=256, max_input_chars=2000,
+                      max_body_bytes=8000, api_key_env="SQLRAY_TEST_KEY", max_adapters_per_replica=2)
+    url = start(s)
+    yield url
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _client(url: str, auth: bool = True) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=120, headers={"Authorization": f"Bearer {KEY}"} if auth else {})
+
+
+def test_health_ready_and_models(server):
+    with _client(server) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        models = c.get("/v1/models")
+        assert models.status_code == 200, models.text
+        ids = [m["id"] for m in models.json()["data"]]
+        assert ids == ["tiny", "alpha", "beta"]
+
+
+def test_sql_route_returns_sql_validity_and_usage(server):
+    with _client(server) as c:
+        r = c.post("/v1/sql", json={"context": DDL, "question": "How many players are there?", "max_new_tokens": 24})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) >= {"sql", "valid", "model", "usage", "finish_reason"}
+    assert isinstance(body["sql"], str) and isinstance(body["valid"], bool) and body["model"] == "tiny"
+    assert "###" not in body["sql"]
+    assert 0 < body["usage"]["completion_tokens"] <= 24
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+
+
+def test_openai_client_completions_chat_and_streaming(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    assert [m.id for m in client.models.list().data][0] == "tiny"
+    c = client.completions.create(model="tiny", prompt="SELECT name FROM", max_tokens=12, temperature=0)
+    assert c.choices[0].finish_reason in ("stop", "length") and c.usage.completion_tokens <= 12
+    chunks = list(client.completions.create(model="tiny", prompt="SELECT name FROM", max_tokens=12, stream=True))
+    assert "".join(ch.choices[0].text for ch in chunks) == c.choices[0].text
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "SELECT name FROM"}],
+                                          max_tokens=12)
+    assert chat.choices[0].message.role == "assistant"
+    streamed = client.chat.completions.create(model="tiny", max_tokens=12, stream=True,
+                                              messages=[{"role": "user", "content": "SELECT name FROM"}])
+    text = "".join(ch.choices[0].delta.content or "" for ch in streamed)
+    assert text == chat.choices[0].message.content
+
+
+def test_stop_strings_are_honoured(server):
+    with _client(server) as c:
+        free = c.post("/v1/completions", json={"model": "tiny", "prompt": "SELECT", "max_tokens": 20}).json()
+        text = free["choices"][0]["text"]
+        assert len(text) > 4
+        stopped = c.post("/v1/completions", json={"model": "tiny", "prompt": "SELECT", "max_tokens": 20,
+                                                  "stop": [text[2:4]]}).json()
+    assert stopped["choices"][0]["text"] == text[: text.find(text[2:4])]
+
+
+def _concurrent(url: str, bodies: list[tuple[str, dict]]) -> list[httpx.Response]:
+    async def go():
+        async with httpx.AsyncClient(base_url=url, timeout=180, headers={"Authorization": f"Bearer {KEY}"},
+                                     limits=httpx.Limits(max_connections=200)) as c:
+            return await asyncio.gather(*[c.post(path, json=b) for path, b in bodies])
+    return asyncio.run(go())
+
+
+def test_concurrent_requests_are_batched_and_answers_unchanged(server):
+    from ray import serve
+
+    body = {"context": DDL, "question": "List the names of players above level 10", "max_new_tokens": 16}
+    with _client(server) as c:
+        alone = c.post("/v1/sql", json=body).json()["sql"]
+    handle = serve.get_deployment_handle("SQLModel", app_name="sqlray")
+    before = len(handle.stats.remote().result()["batch_sizes"])
+    rs = _concurrent(server, [("/v1/sql", body)] * 8)
+    assert all(r.status_code == 200 for r in rs)
+    assert [r.json()["sql"] for r in rs] == [alone] * 8  # batching never changes an answer
+    sizes = handle.stats.remote().result()["batch_sizes"][before:]
+    assert max(sizes) > 1, sizes
+
+
+def test_adapters_switch_per_request(server):
+    body = {"context": DDL, "question": "How many players?", "max_new_tokens": 24}
+    with _client(server) as c:
+        outs = {a: c.post("/v1/sql", json={**body, "adapter": a}).json() for a in ("alpha", "beta")}
+        base = c.post("/v1/sql", json=body).json()
+        again = c.post("/v1/sql", json={**body, "adapter": "alpha"}).json()
+        comp = c.post("/v1/completions", json={"model": "beta", "prompt": "SELECT", "max_tokens": 8})
+    assert outs["alpha"]["adapter"] == "alpha" and outs["beta"]["adapter"] == "beta" and base["adapter"] is None
+    raws = {outs["alpha"]["sql"], outs["beta"]["sql"], base["sql"]}
+    assert len(raws) == 3, raws
+    assert again["sql"] == outs["alpha"]["sql"]
+    assert comp.status_code == 200 and comp.json()["model"] == "beta"
+    # A mixed batch (base + both adapters at once) gives each request its own adapter's answer.
+    rs = _concurrent(server, [("/v1/sql", {**body, "adapter": a}) for a in ("alpha", "beta")] + [("/v1/sql", body)])
+    assert [r.json()["sql"] for r in rs] == [outs["alpha"]["sql"], outs["beta"]["sql"], base["sql"]]
+
+
+BAD = [
+    (b'{"context": "x", "question": ', 400, "not valid JSON"),
+    (b'\xff\xfe{"context": 1}', 400, "UTF-8"),
+    (b'[1, 2]', 422, "JSON object"),
+    (json.dumps({"question": "q"}).encode(), 422, "context"),
+    (json.dumps({"context": DDL, "question": 5}).encode(), 422, "question"),
+    (json.dumps({"context": DDL, "question": "   "}).encode(), 422, "question"),
+    (json.dumps({"context": DDL, "question": "q", "max_new_tokens": 0}).encode(), 422, "max_new_tokens"),
+    (json.dumps({"context": DDL, "question": "q", "max_new_tokens": 100000}).encode(), 422, "max_new_tokens"),
+    (json.dumps({"context": DDL, "question": "q", "max_new_tokens": "5"}).encode(), 422, "max_new_tokens"),
+    (json.dumps({"context": DDL, "question": "q", "adapter": "nope"}).encode(), 404, "nope"),
+    (json.dumps({"context": DDL, "question": "q" * 3000}).encode(), 413, "question"),
+    (json.dumps({"context": DDL * 200, "question": "q"}).encode(), 413, "bytes"),
+    (json.dumps({"context": DDL, "question": "q", "extra": 1}).encode(), 422, "extra"),
+]
+
+
+@pytest.mark.parametrize("raw,status,needle", BAD, ids=[str(i) for i in range(len(BAD))])
+def test_bad_input_gets_a_clear_json_error(server, raw, status, needle):
+    with _client(server) as c:
+        r = c.post("/v1/sql", content=raw, headers={"content-type": "application/json"})
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert needle in err["message"], err
+        assert c.get("/healthz").status_code == 200  # still up
+
+
+def test_openai_routes_reject_bad_requests(server):
+    with _client(server) as c:
+        assert c.post("/v1/completions", json={"model": "ghost", "prompt": "x"}).status_code == 404
+        assert c.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": -1}).status_code == 422
+        assert c.post("/v1/completions", json={"model": "tiny", "prompt": "x", "n": 3}).status_code == 422
+        assert c.post("/v1/chat/completions", json={"model": "tiny", "messages": []}).status_code == 422
+        long_prompt = c.post("/v1/completions", json={"model": "tiny", "prompt": "7" * 1900, "max_tokens": 256})  # digits: one token each
+        assert long_prompt.status_code == 400 and "context" in long_prompt.json()["error"]["message"]
+
+
+def test_api_key_is_required(server):
+    with _client(server, auth=False) as c:
+        r = c.post("/v1/sql", json={"context": DDL, "question": "q"})
+        assert r.status_code == 401 and "bearer" in r.json()["error"]["message"]
+        assert c.get("/v1/models").status_code == 401
+        assert c.get("/healthz").status_code == 200  # liveness stays open for probes
+        bad = c.post("/v1/sql", json={"context": DDL, "question": "q"}, headers={"Authorization": "Bearer wrong"})
+        assert bad.status_code == 401
+
+
+def test_overload_gives_503_with_retry_after_and_the_server_survives(server):
+    body = {"context": DDL, "question": "List every player name and level", "max_new_tokens": 200}
+    rs = _concurrent(server, [("/v1/sql", body)] * 40)
+    codes = [r.status_code for r in rs]
+    assert codes.count(503) > 0 and codes.count(200) > 0, codes
+    assert set(codes) <= {200, 503}
+    assert all(r.headers.get("retry-after") for r in rs if r.status_code == 503)
+    with _client(server) as c:
+        assert c.post("/v1/sql", json={**body, "max_new_tokens": 8}).status_code == 200
