@@ -47,6 +47,10 @@ def ray_cluster():
     from training.config import TrainConfig
 
     env = worker_env(TrainConfig.model_validate({"model": {"name_or_path": "x"}}))
-    ray.init(num_cpus=2, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
+    # The dashboard serves the State API that Ray Train uses to free the placement groups of trials
+    # that Tune stops early (without it, stopped trials leak their workers' CPUs). Loopback only.
+    # address="local": a fresh in-process cluster, never one a `ray start` left running on this machine.
+    ray.init(address="local", num_cpus=2, runtime_env={"env_vars": env}, include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=False)
     yield
     ray.shutdown()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
@@ -97,6 +98,7 @@ def add_commands(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from evaluation.cli import add_commands as add_eval
+    from cluster.cli import add_commands as add_cluster
     from serving.cli import add_commands as add_serve
 
     p = argparse.ArgumentParser(prog="sqlray", description="Fine-tune, tune, serve and evaluate Text2SQL models on Ray.")
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
     add_eval(sub)
     add_serve(sub)
+    add_cluster(sub)
     return p
 
 
@@ -117,6 +120,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.fn(args)
     except (ConfigError, DataError, ScoreError) as e:
+        if os.environ.get("SQLRAY_TRACEBACK"):
+            import traceback
+
+            traceback.print_exc()
         print(f"sqlray: error: {e}", file=sys.stderr)
         sys.exit(2)
 

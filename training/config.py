@@ -79,6 +79,8 @@ class ScalingSettings(_Strict):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads).")
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="How workers are placed on nodes (Ray placement group strategy); SPREAD uses more nodes.")
 
 
 class RunSettings(_Strict):

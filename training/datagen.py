@@ -201,3 +201,22 @@ def write_dataset(out_dir: str | Path, seed: int = 42) -> dict[str, int]:
         tmp.replace(out / f"{name}.jsonl")
         counts[name] = len(part)
     return counts
+
+
+def write_domain_dataset(out_dir: str | Path, db_id: int = HELDOUT_DB_ID, seed: int = 42) -> dict[str, int]:
+    """A shifted task for LoRA and tuning: only database ``db_id`` (never seen by the base run), split
+    60/20/20. Adapting a base that scores 0 on this schema is where rank and alpha matter."""
+    rng = random.Random(seed)
+    rows = [r for r in generate_rows(seed) if r["db_id"] == db_id]
+    rng.shuffle(rows)
+    n = len(rows)
+    splits = {"train": rows[: int(0.6 * n)], "validation": rows[int(0.6 * n): int(0.8 * n)], "test": rows[int(0.8 * n):]}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, part in splits.items():
+        for i, r in enumerate(part):
+            r["id"] = f"{name}-{i:05d}"
+        tmp = out / f".{name}.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+        tmp.replace(out / f"{name}.jsonl")
+    return {k: len(v) for k, v in splits.items()}

@@ -24,13 +24,13 @@ class TrainOutcome:
     resumes: list[int]
 
 
-def storage_root(cfg: TrainConfig) -> str:
-    s = cfg.run.storage_path
+def storage_root(storage_path: str) -> str:
+    s = storage_path
     return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
 def run_dir(cfg: TrainConfig) -> Path:
-    return Path(storage_root(cfg)) / cfg.run.name
+    return Path(storage_root(cfg.run.storage_path)) / cfg.run.name
 
 
 def worker_env(cfg: TrainConfig) -> dict[str, str]:
@@ -69,9 +69,16 @@ def preflight(cfg: TrainConfig) -> None:
 def _ensure_ray(cfg: TrainConfig) -> None:
     import ray
 
-    if not ray.is_initialized():
-        # An existing cluster (RAY_ADDRESS, or one started by `sqlray cluster up`) is used if present.
-        ray.init(runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True,
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        # Joining a cluster (a job from `sqlray submit`): the job's runtime env stays as it is. A driver
+        # runtime_env here would replace it, and Ray would delete the job's working_dir (our cwd).
+        # Train workers get sqlray's variables through RunConfig(worker_runtime_env) instead.
+        ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
+    else:
+        ray.init(address="local", runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True,
                  configure_logging=True, logging_level=logging.WARNING)
 
 
@@ -84,8 +91,8 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None):
 
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     scaling = ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-                            resources_per_worker=resources)
-    run = RunConfig(name=cfg.run.name, storage_path=storage_root(cfg),
+                            resources_per_worker=resources, placement_strategy=cfg.scaling.placement_strategy)
+    run = RunConfig(name=cfg.run.name, storage_path=storage_root(cfg.run.storage_path),
                     failure_config=FailureConfig(max_failures=cfg.run.max_failures),
                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.keep_checkpoints),
                     worker_runtime_env={"env_vars": worker_env(cfg)}, callbacks=callbacks)

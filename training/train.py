@@ -210,6 +210,18 @@ def train_fn_per_worker(config: dict) -> None:
     _final_step(engine, state, loaders["eval"], rank, cfg, tokenizer)
 
 
+def _worker_nodes() -> list[str]:
+    """The Ray node id of every rank (collective), so a run records where its workers ran."""
+    import ray
+
+    mine = ray.get_runtime_context().get_node_id()
+    if not torch.distributed.is_initialized():
+        return [mine]
+    out: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(out, mine)
+    return out
+
+
 def _record_eval(state: TrainerState, eval_loss: float) -> None:
     if state.history and state.history[-1]["step"] == state.global_step:
         state.history[-1]["eval_loss"] = eval_loss
@@ -235,11 +247,13 @@ def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainC
     _record_eval(state, eval_loss)
     adapter_only = cfg.model.method != "full"
     weights = gather_weights(engine, adapter_only, rank)  # collective under ZeRO-3: every rank calls it
+    nodes = _worker_nodes()
 
     def export(folder: Path) -> None:
         if rank == 0:
             export_model(weights, cfg.model, tokenizer, folder)
-            (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes}))
+            (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes,
+                                                             "worker_nodes": nodes}))
 
     _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state), "done": True},
             rank, export_fn=export)

@@ -14,9 +14,28 @@ def test_configs_exist():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_yaml_loads(path):
-    cfg = load_config(path)
-    assert isinstance(cfg, TrainConfig)
-    assert cfg.run.name
+    import yaml
+
+    from training.tune import TuneSettings, load_tune_config
+
+    raw = yaml.safe_load(path.read_text())
+    if path.name.startswith("serve-"):
+        from ray.serve.schema import ServeDeploySchema
+
+        from serving.config import ServeSettings
+
+        if "applications" in raw:  # a Serve config file: Ray's own schema, then our args
+            schema = ServeDeploySchema.model_validate(raw)
+            assert schema.applications[0].import_path == "serving.app:build_app"
+            raw = schema.applications[0].args
+        assert ServeSettings.model_validate(raw).max_batch_size >= 1
+    elif "search" in raw:
+        cfg = load_tune_config(str(path))
+        assert isinstance(cfg, TuneSettings) and cfg.train.model.method in ("lora", "qlora")
+    else:
+        cfg = load_config(path)
+        assert isinstance(cfg, TrainConfig)
+        assert cfg.run.name
 
 
 def test_reference_hyperparameters():

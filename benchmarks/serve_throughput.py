@@ -1,0 +1,116 @@
+"""Serving throughput: sqlray's Ray Serve endpoint (dynamic batching) at concurrency 1, 8 and 32 against
+the reference's way (a transformers ``pipeline`` called one request at a time), same model, same 2 cores,
+same prompts and token budget, in one run.
+
+    python benchmarks/serve_throughput.py [--model DIR] [--max-tokens 32] [--requests-per-client 4]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _prompts(n: int) -> list[str]:
+    from training.data import load_text2sql
+    from training.prompt import make_prompt
+
+    rows = list(load_text2sql(str(REPO / "data" / "text2sql"))["test"])
+    return [make_prompt(r["context"], r["question"]) for r in (rows * (n // len(rows) + 1))[:n]]
+
+
+def _pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def pipeline_baseline(model: str, prompts: list[str], max_tokens: int, threads: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(model)
+    pipe = pipeline("text-generation", model=AutoModelForCausalLM.from_pretrained(model), tokenizer=tok)
+    kw = {"max_new_tokens": max_tokens, "do_sample": False, "return_full_text": False}  # greedy, stops at EOS: as served
+    pipe(prompts[0], **kw)  # warm-up
+    lat = []
+    t0 = time.perf_counter()
+    for p in prompts:
+        s = time.perf_counter()
+        pipe(p, **kw)
+        lat.append(time.perf_counter() - s)
+    wall = time.perf_counter() - t0
+    return {"rps": len(prompts) / wall, "p50_ms": 1000 * _pct(lat, 0.5), "p99_ms": 1000 * _pct(lat, 0.99)}
+
+
+async def _load(url: str, prompts: list[str], concurrency: int, max_tokens: int) -> dict:
+    import httpx
+
+    queue = list(prompts)
+    lat: list[float] = []
+    tokens = 0
+
+    async def client(c: httpx.AsyncClient) -> None:
+        nonlocal tokens
+        while queue:
+            p = queue.pop()
+            s = time.perf_counter()
+            r = await c.post("/v1/completions", json={"model": "bench", "prompt": p, "max_tokens": max_tokens})
+            r.raise_for_status()
+            tokens += r.json()["usage"]["completion_tokens"]
+            lat.append(time.perf_counter() - s)
+
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=concurrency)) as c:
+        t0 = time.perf_counter()
+        await asyncio.gather(*[client(c) for _ in range(concurrency)])
+        wall = time.perf_counter() - t0
+    return {"rps": len(prompts) / wall, "p50_ms": 1000 * _pct(lat, 0.5), "p99_ms": 1000 * _pct(lat, 0.99),
+            "tokens_per_request": tokens / len(prompts)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--model", default=None, help="HF model folder (default: the demo's, else a fresh tiny model)")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--requests-per-client", type=int, default=4)
+    ap.add_argument("--port", type=int, default=8123)
+    args = ap.parse_args()
+
+    import ray
+    from ray import serve
+
+    from serving.cli import start
+    from serving.config import ServeSettings
+    from training.tiny import ensure_tiny_model
+
+    model = args.model or (str(REPO / "runs/tiny-cpu/model") if (REPO / "runs/tiny-cpu/model").exists()
+                           else str(ensure_tiny_model(REPO / ".cache/tiny-llama")))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The replica gets both cores (torch threads = num_cpus), like the single-process baseline.
+    s = ServeSettings(model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
+                      max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=0.01,
+                      default_max_tokens=args.max_tokens)
+    url = start(s)
+    results = {}
+    for conc in (1, 8, 32):
+        prompts = _prompts(max(8, conc * args.requests_per_client))
+        asyncio.run(_load(url, prompts[:conc], conc, args.max_tokens))  # warm-up
+        results[f"sqlray c={conc}"] = asyncio.run(_load(url, prompts, conc, args.max_tokens))
+    serve.shutdown()
+    ray.shutdown()
+    base = pipeline_baseline(model, _prompts(16), args.max_tokens, threads=2)
+    results["pipeline c=1 (reference)"] = base
+    print(f"\n{'setup':<28}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'x pipeline':>12}")
+    for k, v in results.items():
+        print(f"{k:<28}{v['rps']:>8.2f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}{v['rps'] / base['rps']:>12.2f}")
+    print(json.dumps({"model": model, "max_tokens": args.max_tokens, "results": results,
+                      "ratio_c32": results["sqlray c=32"]["rps"] / base["rps"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

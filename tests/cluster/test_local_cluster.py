@@ -1,0 +1,69 @@
+"""A real 3-node Ray cluster on loopback (head + 2 worker raylets), jobs submitted through the Jobs API."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from cluster import jobs, local
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    # The head takes no training work: the two workers of a run must land on the two worker nodes,
+    # and after one of them dies the other (2 CPUs) can host the restarted group.
+    state = local.up(workers=2, cpus_per_node=2, head_cpus=0, folder=folder)
+    yield state, folder
+    stopped = local.down(folder)
+    assert {"head", "worker1"} <= set(stopped)  # worker2 was killed by the fault test
+
+
+def _train_cmd(tiny_model, storage, name, *extra):
+    return ["sqlray", "train", "--config", "configs/tiny-cpu.yaml", "--no-eval", f"model.name_or_path={tiny_model}",
+            "model.create_tiny_if_missing=false", "data.max_train_rows=600", "train.micro_batch_size=8",
+            f"run.storage_path={storage}", f"run.name={name}", "scaling.placement_strategy=SPREAD", *extra]
+
+
+def test_cluster_has_three_live_nodes(cluster):
+    state, folder = cluster
+    info = local.status(folder)
+    assert info["running"] and info["ray_nodes_alive"] == 3
+    assert state.dashboard_url.startswith("http://127.")  # dashboard and Jobs API on loopback only
+    with pytest.raises(RuntimeError, match="still running"):
+        local.up(workers=1, folder=folder)
+
+
+def test_submitted_training_job_succeeds_on_two_nodes(cluster, tiny_model, tmp_path):
+    state, _ = cluster
+    job = jobs.submit(_train_cmd(tiny_model, tmp_path, "job", "train.max_steps=20", "train.eval_every_steps=10"),
+                      state.dashboard_url, working_dir=str(REPO))
+    status = jobs.wait(job, state.dashboard_url, timeout=600)
+    logs = jobs.client(state.dashboard_url).get_job_logs(job)
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "run folder:" in logs and "eval_loss" in logs
+    saved = json.loads((tmp_path / "job" / "history.json").read_text())
+    assert len(saved["worker_nodes"]) == 2 and len(set(saved["worker_nodes"])) == 2, saved["worker_nodes"]
+    assert (tmp_path / "job" / "model" / "config.json").exists()
+
+
+def test_job_survives_a_killed_worker_node(cluster, tiny_model, tmp_path):
+    state, folder = cluster
+    job = jobs.submit(_train_cmd(tiny_model, tmp_path, "fault", "train.max_steps=80", "train.eval_every_steps=10",
+                                 "run.max_failures=2"), state.dashboard_url, working_dir=str(REPO))
+    deadline = time.time() + 400
+    while not list((tmp_path / "fault").glob("checkpoint_*")) and time.time() < deadline:
+        assert jobs.wait(job, state.dashboard_url, timeout=0) not in jobs.TERMINAL
+        time.sleep(0.5)
+    assert list((tmp_path / "fault").glob("checkpoint_*")), "no checkpoint before the deadline"
+    local.kill_node(local.ClusterState.load(folder), "worker2")  # its raylet and the training worker on it
+    status = jobs.wait(job, state.dashboard_url, timeout=600)
+    logs = jobs.client(state.dashboard_url).get_job_logs(job)
+    assert status == "SUCCEEDED", logs[-3000:]
+    saved = json.loads((tmp_path / "fault" / "history.json").read_text())
+    assert saved["resumes"] and saved["resumes"][0] >= 10, saved["resumes"]  # restarted from a checkpoint
+    assert saved["history"][-1]["step"] == 80

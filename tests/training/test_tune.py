@@ -1,0 +1,98 @@
+"""Ray Tune over LoRA on a trained tiny base: real Ray Train + DeepSpeed trials on CPU."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from training.config import load_config
+from training.tune import load_tune_config, run_tune
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+@pytest.fixture(scope="module")
+def trained_base(tiny_model, data_dir, tmp_path_factory):
+    from training.driver import run_training
+
+    out = run_training(load_config(None, [
+        f"model.name_or_path={tiny_model}", f"data.source={data_dir}", "data.max_train_rows=480",
+        "data.max_length=512", "train.micro_batch_size=8", "train.max_steps=60", "train.epochs=5",
+        "train.learning_rate=3e-3", "train.eval_every_steps=60", f"run.storage_path={tmp_path_factory.mktemp('base')}",
+        "run.name=base"]))
+    return out.model_dir
+
+
+def _tune_overrides(base, data_dir, storage, name, *extra):
+    game = data_dir.parent / "text2sql-game"
+    return [f"name={name}", f"storage_path={storage}", "searcher=grid", "num_samples=1",
+            f"train.model.name_or_path={base}", "train.model.method=lora", f"train.data.source={game}",
+            "train.data.max_length=512", "train.train.micro_batch_size=4", "train.train.max_steps=12",
+            "train.train.eval_every_steps=3", "train.train.log_every_steps=3", "train.train.warmup_ratio=0",
+            "train.run.max_failures=0", "train.scaling.cpus_per_worker=0.9", "search.alpha_multiple=[2]", *extra]
+
+
+def test_asha_stops_weak_trials_and_writes_outputs(trained_base, data_dir, tmp_path):
+    cfg = load_tune_config(None, _tune_overrides(trained_base, data_dir, tmp_path, "t4", "search.rank=[4]",
+                                                 "search.learning_rate=[3e-3, 2e-6, 1e-6, 5e-7]"))
+    exp = run_tune(cfg)
+    rows = json.loads((exp / "results.json").read_text())
+    assert len(rows) == 4
+    assert any(r["status"] == "stopped early" for r in rows), rows
+    assert any(r["status"] == "done" for r in rows)
+    assert (exp / "rank_alpha_heatmap.png").stat().st_size > 1000
+    best = load_config(exp / "best_config.yaml")
+    assert best.train.learning_rate == pytest.approx(3e-3) and best.model.lora.r == 4 and best.model.lora.alpha == 8
+    assert (exp / "best_adapter" / "adapter_model.safetensors").exists()
+
+
+def test_crashing_trial_is_reported_and_the_search_goes_on(trained_base, data_dir, tmp_path):
+    cfg = load_tune_config(None, _tune_overrides(trained_base, data_dir, tmp_path, "crash", "search.rank=[0, 4]",
+                                                 "search.learning_rate=[3e-3, 3e-3]", "train.train.max_steps=3"))
+    rows = json.loads((run_tune(cfg) / "results.json").read_text())
+    by_rank = {r["rank"]: r for r in rows}
+    assert by_rank[0]["status"] == "error" and "r" in by_rank[0]["error"]
+    assert by_rank[4]["status"] == "done"
+
+
+def _done_trials(exp: Path) -> set[str]:
+    done = set()
+    for snap in exp.glob("trials/train-*/checkpoint_manager_snapshot.json"):
+        try:
+            if json.loads(snap.read_text())["latest_checkpoint_result"]["metrics"].get("done"):
+                done.add(snap.parent.name)
+        except (ValueError, KeyError, TypeError):
+            pass
+    return done
+
+
+def test_interrupted_search_resumes_without_rerunning_finished_trials(trained_base, data_dir, tmp_path):
+    args = _tune_overrides(trained_base, data_dir, tmp_path, "resume", "search.rank=[4]",
+                           "search.learning_rate=[3e-3, 1e-3, 5e-4]", "train.train.max_steps=6")
+    script = ("import sys; from training.tune import load_tune_config, run_tune; "
+              "run_tune(load_tune_config(None, sys.argv[1:]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exp = tmp_path / "resume"
+    deadline = time.time() + 300
+    while not _done_trials(exp) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = _done_trials(exp)
+    assert finished, "no trial finished before the interruption"
+    counts = {t: len(list((exp / "trials" / t).glob("checkpoint_*"))) for t in finished}
+    mtimes = {t: (exp / "trials" / t / "checkpoint_manager_snapshot.json").stat().st_mtime for t in finished}
+    run_tune(load_tune_config(None, args))
+    rows = json.loads((exp / "results.json").read_text())
+    assert len(rows) == 3 and all(r["status"] == "done" for r in rows)
+    for t in finished:
+        assert len(list((exp / "trials" / t).glob("checkpoint_*"))) == counts[t]
+        assert (exp / "trials" / t / "checkpoint_manager_snapshot.json").stat().st_mtime == mtimes[t], f"{t} was rerun"

@@ -1,0 +1,191 @@
+"""Ray Tune over LoRA rank, alpha and learning rate; every trial is a DeepSpeed-ZeRO TorchTrainer.
+
+The Train v2 pattern: a Tune driver function builds the trial's TorchTrainer (training/driver.py's
+build_trainer) with TuneReportCallback, so ASHA sees each validation loss the workers report.
+Rerunning with the same name and storage path restores the experiment: finished trials are kept.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field
+
+from training.config import TrainConfig, _Strict
+
+
+DRIVER_CPU = 0.01  # a trial's own driver; Ray refuses 0
+
+
+class SearchSpace(_Strict):
+    rank: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], description="LoRA ranks to try (choice).")
+    alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
+                                        description="alpha = multiple x rank (choice).")
+    learning_rate: list[float] = Field(default_factory=lambda: [3e-4, 3e-3], min_length=2,
+                                       description="[low, high] log-uniform; with searcher=grid, the values to try.")
+    dropout: list[float] | None = Field(None, description="LoRA dropout values (choice); None keeps the base config's.")
+
+
+class SchedulerSettings(_Strict):
+    grace_period: int = Field(1, ge=1, description="ASHA: reports a trial always gets before it can be stopped.")
+    reduction_factor: float = Field(2, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung.")
+
+
+class TuneSettings(_Strict):
+    name: str = Field("tune-lora", pattern=r"^[A-Za-z0-9_.\-]+$", description="Experiment name; rerun to resume.")
+    storage_path: str = Field("runs", description="Where the experiment lives.")
+    num_samples: int = Field(8, ge=1, description="Trials (with searcher=grid: repeats of the grid).")
+    searcher: Literal["optuna", "random", "grid"] = Field("optuna", description="Optuna TPE, random, or a full grid.")
+    metric: Literal["eval_loss"] = Field("eval_loss", description="What ASHA and the searcher minimise.")
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="ASHA early stopping.")
+    max_concurrent_trials: int | None = Field(None, ge=1, description="Default: cluster CPUs (or GPUs) / a trial's needs.")
+    search: SearchSpace = Field(default_factory=SearchSpace, description="The search space.")
+    pretrain_config: str | None = Field(
+        None, description="Training YAML run first (without scoring) when train.model.name_or_path does not exist yet: "
+                          "LoRA needs a trained base.")
+    train: TrainConfig = Field(description="The base run every trial starts from (method lora or qlora).")
+
+
+def load_tune_config(path: str | None, overrides: list[str] | None = None) -> TuneSettings:
+    from training.config import ConfigError, load_config
+
+    cfg = load_config(path, overrides, cls=TuneSettings)
+    if cfg.train.model.method not in ("lora", "qlora"):
+        raise ConfigError("train.model.method: tuning searches LoRA rank/alpha, so it must be lora or qlora")
+    return cfg
+
+
+def param_space(t: TuneSettings) -> dict[str, Any]:
+    from ray import tune
+
+    s = t.search
+    if t.searcher == "grid":
+        space = {"rank": tune.grid_search(s.rank), "alpha_multiple": tune.grid_search(s.alpha_multiple),
+                 "learning_rate": tune.grid_search(s.learning_rate)}
+    else:
+        space = {"rank": tune.choice(s.rank), "alpha_multiple": tune.choice(s.alpha_multiple),
+                 "learning_rate": tune.loguniform(min(s.learning_rate), max(s.learning_rate))}
+    if s.dropout:
+        space["dropout"] = tune.grid_search(s.dropout) if t.searcher == "grid" else tune.choice(s.dropout)
+    return space
+
+
+def trial_config(base: dict, params: dict, trial_name: str, storage: str) -> TrainConfig:
+    """The base TrainConfig with one trial's rank/alpha/lr applied; validated like any run config."""
+    cfg = TrainConfig.model_validate(base)
+    cfg.model.lora.r = int(params["rank"])
+    cfg.model.lora.alpha = float(params["alpha_multiple"]) * int(params["rank"])
+    cfg.train.learning_rate = float(params["learning_rate"])
+    if "dropout" in params:
+        cfg.model.lora.dropout = float(params["dropout"])
+    cfg.run.name = trial_name
+    cfg.run.storage_path = storage
+    cfg.eval.enabled = False
+    return cfg
+
+
+def tune_trial(params: dict) -> None:
+    """One trial: build and fit a TorchTrainer whose reports reach Tune through TuneReportCallback."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from training.driver import build_trainer
+
+    ctx = tune.get_context()
+    cfg = trial_config(params["base"], params, f"train-{ctx.get_trial_id()}", params["trial_storage"])
+    result = build_trainer(cfg, callbacks=[TuneReportCallback()]).fit()
+    if result.error:
+        raise result.error
+
+
+def _tuner(t: TuneSettings, exp_dir: Path):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    trainable = tune.with_resources(tune_trial, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the resources
+    if tune.Tuner.can_restore(str(exp_dir)):
+        return tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False, restart_errored=False)
+    search_alg = None
+    if t.searcher == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=t.train.train.seed)
+    asha = ASHAScheduler(time_attr="training_iteration", grace_period=t.scheduler.grace_period,
+                         reduction_factor=t.scheduler.reduction_factor,
+                         max_t=max(1, _reports_per_trial(t.train)))
+    base = t.train.model_dump(mode="json")
+    space = {**param_space(t), "base": base, "trial_storage": str(exp_dir / "trials")}
+    return tune.Tuner(trainable, param_space=space,
+                      tune_config=tune.TuneConfig(metric=t.metric, mode="min", scheduler=asha, search_alg=search_alg,
+                                                  num_samples=t.num_samples,
+                                                  max_concurrent_trials=_max_concurrent(t)),
+                      run_config=tune.RunConfig(name=t.name, storage_path=str(exp_dir.parent)))
+
+
+def _reports_per_trial(c: TrainConfig) -> int:
+    return math.ceil((c.train.max_steps or 10**6) / c.train.eval_every_steps)
+
+
+def check_fits(t: TuneSettings, resources: dict) -> None:
+    """A trial that can never be placed would wait forever: refuse it up front."""
+    from training.config import ConfigError
+
+    sc = t.train.scaling
+    need = sc.num_workers * sc.cpus_per_worker + DRIVER_CPU
+    if need > resources.get("CPU", 0) + 1e-9:
+        raise ConfigError(
+            f"train.scaling: a trial needs {sc.num_workers} workers x {sc.cpus_per_worker} CPU + {DRIVER_CPU} for its "
+            f"driver = {need:g} CPUs, but the cluster has {resources.get('CPU', 0):g}; lower "
+            f"train.scaling.cpus_per_worker (e.g. 0.9) or num_workers")
+    if sc.use_gpu and sc.num_workers > resources.get("GPU", 0):
+        raise ConfigError(f"train.scaling: a trial needs {sc.num_workers} GPUs; the cluster has {resources.get('GPU', 0):g}")
+
+
+def _max_concurrent(t: TuneSettings) -> int:
+    import ray
+
+    if t.max_concurrent_trials:
+        return t.max_concurrent_trials
+    sc = t.train.scaling
+    res = ray.cluster_resources()
+    if sc.use_gpu:
+        return max(1, int(res.get("GPU", 0)) // sc.num_workers)
+    return max(1, int(res.get("CPU", 1) // (sc.num_workers * sc.cpus_per_worker + DRIVER_CPU)))
+
+
+def run_tune(t: TuneSettings) -> Path:
+    from training.driver import _ensure_ray, preflight, storage_root
+    from training.tune_report import write_outputs
+
+    if t.pretrain_config and not Path(t.train.model.name_or_path).exists():
+        from training.config import load_config
+        from training.driver import run_training
+
+        print(f"[sqlray] {t.train.model.name_or_path} missing: training the base with {t.pretrain_config}", flush=True)
+        run_training(load_config(t.pretrain_config))
+    preflight(t.train)
+    _ensure_ray(t.train)
+    import ray
+
+    check_fits(t, ray.cluster_resources())
+    exp_dir = Path(storage_root(t.storage_path)) / t.name
+    results = _tuner(t, exp_dir).fit()
+    return write_outputs(t, results, exp_dir)
+
+
+def best_trial_yaml(t: TuneSettings, params: dict) -> str:
+    cfg = trial_config(t.train.model_dump(mode="json"), params, f"{t.name}-best", t.train.run.storage_path)
+    cfg.eval.enabled = t.train.eval.enabled
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def export_best_adapter(checkpoint_path: str | None, out: Path) -> Path | None:
+    if not checkpoint_path or not (Path(checkpoint_path) / "adapter").exists():
+        return None
+    target = out / "best_adapter"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(checkpoint_path) / "adapter", target)
+    return target
