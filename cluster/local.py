@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,9 +132,12 @@ def up(workers: int = 2, cpus_per_node: float = 1, head_cpus: float | None = Non
     _wait_port(LOOPBACK, port, timeout)
     for i in range(workers):
         log = folder / f"worker{i + 1}.log"
+        # Its own temp dir, as on a real host: raylets sharing one would unpack each job's working_dir
+        # into the same folder, replacing it under a running driver. Short: it holds Unix sockets.
+        tmp = tempfile.mkdtemp(prefix="sqlray-node-", dir="/tmp")
         cmd = [_ray_bin(), "start", "--block", "--address", gcs, "--node-ip-address", LOOPBACK,
-               "--num-cpus", str(int(cpus_per_node)), "--num-gpus", "0", *_node_ports()]
-        state.nodes.append({"role": f"worker{i + 1}", "pid": _spawn(cmd, log, env), "log": str(log)})
+               "--num-cpus", str(int(cpus_per_node)), "--num-gpus", "0", "--temp-dir", tmp, *_node_ports()]
+        state.nodes.append({"role": f"worker{i + 1}", "pid": _spawn(cmd, log, env), "log": str(log), "temp_dir": tmp})
         state.save(folder)
         # One at a time: raylets starting together on one host can time out registering.
         _wait_nodes(gcs, i + 2, timeout)
@@ -188,6 +193,8 @@ def down(folder: Path | None = None, timeout: float = 30) -> list[str]:
             if _alive(node["pid"]):
                 kill_node(state, node["role"], signal.SIGKILL)
             stopped.append(node["role"])
+        if node.get("temp_dir"):
+            shutil.rmtree(node["temp_dir"], ignore_errors=True)
     (folder / "state.json").unlink(missing_ok=True)
     # `ray start` records the head for later ray.init() calls; a dead one must not be found there.
     current = Path("/tmp/ray/ray_current_cluster")
