@@ -190,9 +190,8 @@ def down(folder: Path | None = None, timeout: float = 30) -> list[str]:
             deadline = time.time() + timeout
             while _alive(node["pid"]) and time.time() < deadline:
                 time.sleep(0.2)
-            if _alive(node["pid"]):
-                kill_node(state, node["role"], signal.SIGKILL)
             stopped.append(node["role"])
+        kill_node(state, node["role"], signal.SIGKILL)  # whatever of its process group outlived the leader
         if node.get("temp_dir"):
             shutil.rmtree(node["temp_dir"], ignore_errors=True)
     (folder / "state.json").unlink(missing_ok=True)

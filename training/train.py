@@ -255,5 +255,6 @@ def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainC
             (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes,
                                                              "worker_nodes": nodes}))
 
-    _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state), "done": True},
+    _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state), "done": True,
+             "completed": True},  # Tune overwrites "done" with its own flag: "completed" survives
             rank, export_fn=export)

@@ -22,7 +22,7 @@ def trial_rows(results, metric: str) -> list[dict]:
                      "learning_rate": cfg.get("learning_rate"), metric: best,
                      "reports": int(len(df)) if df is not None else 0,
                      "last_step": (r.metrics or {}).get("step"),
-                     "status": "error" if r.error else ("done" if (r.metrics or {}).get("done") else "stopped early"),
+                     "status": "error" if r.error else ("done" if (r.metrics or {}).get("completed") else "stopped early"),
                      "error": str(r.error).splitlines()[0][:160] if r.error else None})
     return rows
 

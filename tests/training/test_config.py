@@ -85,3 +85,26 @@ def test_global_batch_larger_than_data_fails_before_workers(tmp_path, data_dir):
                              "train.micro_batch_size=8", "scaling.num_workers=2"])
     with pytest.raises(ConfigError, match="only 10 rows"):
         preflight(cfg)
+
+
+def test_tune_trial_that_cannot_fit_the_cluster_is_refused():
+    from training.tune import check_fits, load_tune_config
+
+    cfg = load_tune_config(Path(__file__).resolve().parents[2] / "configs" / "tune-lora-tiny.yaml")
+    check_fits(cfg, {"CPU": 2.0})  # 2 x 0.9 + 0.01 fits two cores
+    cfg.train.scaling.cpus_per_worker = 1
+    with pytest.raises(ConfigError, match="cpus_per_worker"):
+        check_fits(cfg, {"CPU": 2.0})
+
+
+def test_serve_settings_reject_incompatible_values():
+    from pydantic import ValidationError
+
+    from serving.config import ServeSettings
+
+    with pytest.raises(ValidationError, match="max_batch_size"):
+        ServeSettings(max_batch_size=32, max_ongoing_requests=8)
+    with pytest.raises(ValidationError, match="adapter"):
+        ServeSettings(adapters={"a/b": "x"})
+    with pytest.raises(ValidationError, match="extra"):
+        ServeSettings(batch_size=3)

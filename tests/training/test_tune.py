@@ -63,19 +63,23 @@ def test_crashing_trial_is_reported_and_the_search_goes_on(trained_base, data_di
 
 
 def _done_trials(exp: Path) -> set[str]:
+    """Trials Tune itself has saved as TERMINATED (its experiment state, not just Train's last report)."""
     done = set()
-    for snap in exp.glob("trials/train-*/checkpoint_manager_snapshot.json"):
+    for f in exp.glob("experiment_state-*.json"):
         try:
-            if json.loads(snap.read_text())["latest_checkpoint_result"]["metrics"].get("done"):
-                done.add(snap.parent.name)
-        except (ValueError, KeyError, TypeError):
-            pass
+            for entry in json.loads(f.read_text())["trial_data"]:
+                trial = json.loads(entry[0])
+                if trial.get("status") == "TERMINATED":
+                    done.add(f"train-{trial['trial_id']}")
+        except (ValueError, KeyError, TypeError, IndexError):
+            pass  # being rewritten
     return done
 
 
 def test_interrupted_search_resumes_without_rerunning_finished_trials(trained_base, data_dir, tmp_path):
     args = _tune_overrides(trained_base, data_dir, tmp_path, "resume", "search.rank=[4]",
-                           "search.learning_rate=[3e-3, 1e-3, 5e-4]", "train.train.max_steps=6")
+                           "search.learning_rate=[3e-3, 1e-3, 5e-4]", "train.train.max_steps=6",
+                           "scheduler.grace_period=2")  # 2 reports per trial: ASHA stops none here
     script = ("import sys; from training.tune import load_tune_config, run_tune; "
               "run_tune(load_tune_config(None, sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, start_new_session=True,
