@@ -17,7 +17,10 @@ def trial_rows(results, metric: str) -> list[dict]:
         cfg = r.config or {}
         df = r.metrics_dataframe
         best = float(df[metric].min()) if df is not None and metric in df and len(df) else None
-        rows.append({"trial": Path(r.path).name if r.path else "?", "rank": cfg.get("rank"),
+        name = Path(r.path).name if r.path else "?"
+        # "tune_trial_<exp>_<n>_<params>_<date>": the id is what tells trials (and their train-<id> folders) apart
+        trial = "_".join(name.split("_")[2:4]) if name.startswith("tune_trial_") else name
+        rows.append({"trial": trial, "rank": cfg.get("rank"),
                      "alpha": (cfg.get("alpha_multiple") or 0) * (cfg.get("rank") or 0),
                      "learning_rate": cfg.get("learning_rate"), metric: best,
                      "reports": int(len(df)) if df is not None else 0,
