@@ -73,7 +73,6 @@ class SQLModel:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate_batch(self, reqs: list[GenRequest]) -> list[GenResult]:
-        out: list[GenResult] = []
         cap = self.s.max_adapters_per_replica
         # More distinct adapters than a replica keeps loaded: generate in groups that fit.
         names = sorted({r.adapter for r in reqs if r.adapter})
@@ -85,8 +84,7 @@ class SQLModel:
             res = await asyncio.to_thread(self.engine.generate, [reqs[i] for i in idx])
             del handles
             done.update(zip(idx, res))
-        out = [done[i] for i in range(len(reqs))]
-        return out
+        return [done[i] for i in range(len(reqs))]
 
     async def generate(self, req: GenRequest) -> GenResult:
         self.engine.check(req)  # raise PromptTooLong for this request alone, before it joins a batch
