@@ -14,14 +14,7 @@ from ray import serve
 
 from serving.config import ServeSettings
 from serving.engine import GenRequest, GenResult, PromptTooLong
-
-
-def _resolve(path: str) -> str:
-    """Relative model paths mean the driver's folder (replicas start in Ray's session folder)."""
-    base = os.environ.get("SQLRAY_DRIVER_CWD")
-    if base and not os.path.isabs(path) and not os.path.exists(path) and os.path.exists(os.path.join(base, path)):
-        return os.path.join(base, path)
-    return path
+from training.train import _resolve  # relative paths mean the driver's folder, as for Train workers
 
 
 class _AdapterHandle:

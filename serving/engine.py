@@ -80,18 +80,14 @@ class _Cancelled:
 class HFEngine:
     """transformers generation on CPU or one GPU; LoRA adapters loaded and dropped on demand."""
 
-    def __init__(self, model_path: str, dtype: str = "float32", device: str | None = None, threads: int | None = None):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, model_path: str, device: str | None = None, threads: int | None = None):
+        from evaluation.generate import load_for_generation  # same loading (left padding, eval mode) as scoring
 
         if threads:
             torch.set_num_threads(threads)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tok = AutoTokenizer.from_pretrained(model_path)
-        if self.tok.pad_token is None:
-            self.tok.pad_token = self.tok.eos_token
-        self.tok.padding_side = "left"  # decoder-only batching: every prompt ends where generation starts
-        self.base = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device)
-        self.base.eval()
+        self.base, self.tok = load_for_generation(model_path)
+        self.base.to(self.device)
         self.model = self.base
         self.max_positions = int(getattr(self.base.config, "max_position_embeddings", 0) or 10**9)
         self.adapters: set[str] = set()
