@@ -139,4 +139,6 @@ def test_killed_judge_actor_then_resume_pays_nothing_twice(tmp_path):
         for key in finished_at_kill:
             h = hashlib.sha256(keys[key]["messages"][0]["content"].encode()).hexdigest()[:16]
             assert per_prompt[h] == 1, "a key with a result was sent again"
-        assert sum(e.attempts for e in entries.values()) == len(srv.requests), "the journal saw every send"
+        # "sent" is journaled before a request leaves, so an actor killed in between leaves a journaled
+        # attempt the server never saw: every send is journaled (>=), not every journaled attempt sent.
+        assert sum(e.attempts for e in entries.values()) >= len(srv.requests), "a send was not journaled first"
