@@ -2,12 +2,15 @@
 
 The Train v2 pattern: a Tune driver function builds the trial's TorchTrainer (training/driver.py's
 build_trainer) with TuneReportCallback, so ASHA sees each validation loss the workers report.
+With metric val_ex the driver then scores the trial's exported model by execution accuracy on the
+validation split; ASHA keeps stopping on validation loss, the searcher and the ranking use EX.
 Rerunning with the same name and storage path restores the experiment: finished trials are kept.
 """
 from __future__ import annotations
 
 import math
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +21,8 @@ from training.config import TrainConfig, _Strict
 
 
 DRIVER_CPU = 0.01  # a trial's own driver; Ray refuses 0
+MODES = {"eval_loss": "min", "val_ex": "max"}
+END_METRICS = ("val_ex", "val_em")  # scored once a trial finishes
 
 
 class SearchSpace(_Strict):
@@ -39,7 +44,11 @@ class TuneSettings(_Strict):
     storage_path: str = Field("runs", description="Where the experiment lives.")
     num_samples: int = Field(8, ge=1, description="Trials (with searcher=grid: repeats of the grid).")
     searcher: Literal["optuna", "random", "grid"] = Field("optuna", description="Optuna TPE, random, or a full grid.")
-    metric: Literal["eval_loss"] = Field("eval_loss", description="What ASHA and the searcher minimise.")
+    metric: Literal["eval_loss", "val_ex"] = Field(
+        "eval_loss", description="The objective. eval_loss: validation loss (minimised). val_ex: execution accuracy "
+                                 "on the validation split, scored when a trial finishes (maximised). ASHA always "
+                                 "stops trials on the validation loss reported during training.")
+    val_ex_rows: int = Field(100, ge=1, description="metric=val_ex: validation rows each finished trial is scored on.")
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="ASHA early stopping.")
     max_concurrent_trials: int | None = Field(None, ge=1, description="Default: cluster CPUs (or GPUs) / a trial's needs.")
     search: SearchSpace = Field(default_factory=SearchSpace, description="The search space.")
@@ -87,18 +96,71 @@ def trial_config(base: dict, params: dict, trial_name: str, storage: str) -> Tra
     return cfg
 
 
-def tune_trial(params: dict) -> None:
-    """One trial: build and fit a TorchTrainer whose reports reach Tune through TuneReportCallback."""
-    from ray import tune
+def _report_callback(pending: tuple[str, ...]):
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from training.driver import build_trainer
+    class TrialReport(TuneReportCallback):
+        """Forwards each Train report to Tune. Metrics scored only at a trial's end read NaN until then: Tune
+        checks every result for the searcher's metric. With such metrics the last report is held back: the
+        trial reports it itself once scored (at the last step ASHA stops a trial, and done=True ends it)."""
+
+        def after_report(self, run_context, metrics, checkpoint):
+            if pending and metrics[0].get("completed"):
+                return
+            metrics = [{**{k: float("nan") for k in pending}, **metrics[0]}, *metrics[1:]]
+            super().after_report(run_context, metrics, checkpoint)
+            # Wait until Tune has taken it, so the trial's own final report can't overtake it.
+            deadline = time.monotonic() + 120
+            while pending and not self._training_actor_item_queue.empty() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    return TrialReport()
+
+
+def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
+    """EM/EX of a trial's exported (merged) model on the validation split; runs as a Ray task."""
+    import torch
+
+    from evaluation.generate import generate_sql, load_for_generation
+    from evaluation.scoring import join_predictions, score_row, summarize
+    from training.data import get_split, load_text2sql
+    from training.train import _resolve
+
+    cfg = TrainConfig.model_validate(cfg_json)
+    split = get_split(load_text2sql(_resolve(cfg.data.source), cfg.data.config_name), cfg.data.eval_split,
+                      cfg.data.source)
+    rows = [{**r, "id": i} for i, r in enumerate(split.select(range(min(max_rows, len(split)))))]
+    with checkpoint.as_directory() as d:
+        model, tok = load_for_generation(str(Path(d) / "hf_model"))
+    if torch.cuda.is_available():
+        model.cuda()
+    preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    s = summarize([score_row(r) for r in join_predictions(rows, preds)])["all"]
+    return {"val_ex": s["ex"], "val_em": s["em"], "val_rows": s["n"]}
+
+
+def tune_trial(params: dict) -> None:
+    """One trial: build and fit a TorchTrainer whose reports reach Tune; with val_ex, score its model after."""
+    import ray
+    from ray import tune
+
+    from training.driver import build_trainer, worker_env
 
     ctx = tune.get_context()
     cfg = trial_config(params["base"], params, f"train-{ctx.get_trial_id()}", params["trial_storage"])
-    result = build_trainer(cfg, callbacks=[TuneReportCallback()]).fit()
+    pending = END_METRICS if params.get("objective") == "val_ex" else ()
+    result = build_trainer(cfg, callbacks=[_report_callback(pending)]).fit()
     if result.error:
         raise result.error
+    if pending:
+        # The workers are gone: their resources score the model (a GPU if they trained on GPUs). "DEFAULT"
+        # keeps the task out of the trial's own placement group, which only holds the driver's 0.01 CPU.
+        task = ray.remote(score_checkpoint).options(
+            num_cpus=cfg.scaling.cpus_per_worker, num_gpus=1 if cfg.scaling.use_gpu else 0, max_retries=0,
+            scheduling_strategy="DEFAULT", runtime_env={"env_vars": worker_env(cfg)})
+        scores = ray.get(task.remote(result.checkpoint, cfg.model_dump(mode="json"), params["val_ex_rows"]))
+        last = {k: result.metrics[k] for k in ("step", "eval_loss", "loss", "completed") if k in result.metrics}
+        tune.report({**last, **scores, "checkpoint_path": result.checkpoint.path})
 
 
 def _tuner(t: TuneSettings, exp_dir: Path):
@@ -112,14 +174,17 @@ def _tuner(t: TuneSettings, exp_dir: Path):
     if t.searcher == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        search_alg = OptunaSearch(seed=t.train.train.seed)
-    asha = ASHAScheduler(time_attr="training_iteration", grace_period=t.scheduler.grace_period,
+        search_alg = OptunaSearch(metric=t.metric, mode=MODES[t.metric], seed=t.train.train.seed)
+    # ASHA judges the loss reported during training; the objective may only exist once a trial ends.
+    asha = ASHAScheduler(time_attr="training_iteration", metric="eval_loss", mode="min",
+                         grace_period=t.scheduler.grace_period,
                          reduction_factor=t.scheduler.reduction_factor,
                          max_t=max(1, _reports_per_trial(t.train)))
     base = t.train.model_dump(mode="json")
-    space = {**param_space(t), "base": base, "trial_storage": str(exp_dir / "trials")}
+    space = {**param_space(t), "base": base, "trial_storage": str(exp_dir / "trials"), "objective": t.metric,
+             "val_ex_rows": t.val_ex_rows}
     return tune.Tuner(trainable, param_space=space,
-                      tune_config=tune.TuneConfig(metric=t.metric, mode="min", scheduler=asha, search_alg=search_alg,
+                      tune_config=tune.TuneConfig(scheduler=asha, search_alg=search_alg,
                                                   num_samples=t.num_samples,
                                                   max_concurrent_trials=_max_concurrent(t)),
                       run_config=tune.RunConfig(name=t.name, storage_path=str(exp_dir.parent)))

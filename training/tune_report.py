@@ -11,47 +11,66 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def _best(df, metric: str, mode: str) -> float | None:
+    if df is None or metric not in df:
+        return None
+    col = df[metric].dropna()  # val_ex reads NaN until a trial's end
+    if not len(col):
+        return None
+    return float(col.max() if mode == "max" else col.min())
+
+
 def trial_rows(results, metric: str) -> list[dict]:
+    """One row per trial: its parameters, best eval_loss, the objective (if not eval_loss), steps and status."""
+    from training.tune import MODES
+
     rows = []
     for r in results:
         cfg = r.config or {}
         df = r.metrics_dataframe
-        best = float(df[metric].min()) if df is not None and metric in df and len(df) else None
-        name = Path(r.path).name if r.path else "?"
-        # "tune_trial_<exp>_<n>_<params>_<date>": the id is what tells trials (and their train-<id> folders) apart
-        trial = "_".join(name.split("_")[2:4]) if name.startswith("tune_trial_") else name
+        last = r.metrics or {}
+        trial = last.get("trial_id") or (Path(r.path).name if r.path else "?")  # its Train run is train-<id>
         rows.append({"trial": trial, "rank": cfg.get("rank"),
                      "alpha": (cfg.get("alpha_multiple") or 0) * (cfg.get("rank") or 0),
-                     "learning_rate": cfg.get("learning_rate"), metric: best,
+                     "learning_rate": cfg.get("learning_rate"), "eval_loss": _best(df, "eval_loss", "min"),
+                     metric: _best(df, metric, MODES[metric]),
                      "reports": int(len(df)) if df is not None else 0,
-                     "last_step": (r.metrics or {}).get("step"),
-                     "status": "error" if r.error else ("done" if (r.metrics or {}).get("completed") else "stopped early"),
+                     "last_step": last.get("step"), "checkpoint": last.get("checkpoint_path"),
+                     "status": "error" if r.error else ("done" if last.get("completed") else "stopped early"),
                      "error": str(r.error).splitlines()[0][:160] if r.error else None})
     return rows
 
 
 def format_table(rows: list[dict], metric: str) -> str:
-    head = f"{'trial':<34}{'rank':>5}{'alpha':>7}{'lr':>10}{metric:>11}{'reports':>8}  status"
+    """Best first by the objective; trials without it (stopped early, failed) last."""
+    from training.tune import MODES
+
+    cols = ["eval_loss"] + ([metric] if metric != "eval_loss" else [])
+    head = f"{'trial':<34}{'rank':>5}{'alpha':>7}{'lr':>10}" + "".join(f"{c:>11}" for c in cols) + f"{'steps':>7}  status"
     lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: (r[metric] is None, r[metric] or 0)):
-        m = f"{r[metric]:.4f}" if r[metric] is not None else "-"
+    sign = -1 if MODES[metric] == "max" else 1
+    for r in sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0))):
+        vals = "".join(f"{r[c]:>11.4f}" if r[c] is not None else f"{'-':>11}" for c in cols)
         lr = f"{r['learning_rate']:.2e}" if r["learning_rate"] else "-"
-        lines.append(f"{r['trial'][:33]:<34}{r['rank'] or '-':>5}{r['alpha'] or '-':>7}{lr:>10}{m:>11}"
-                     f"{r['reports']:>8}  {r['status']}" + (f": {r['error']}" if r["error"] else ""))
+        lines.append(f"{r['trial'][:33]:<34}{r['rank'] or '-':>5}{r['alpha'] or '-':>7}{lr:>10}{vals}"
+                     f"{r['last_step'] or '-':>7}  {r['status']}" + (f": {r['error']}" if r["error"] else ""))
     return "\n".join(lines)
 
 
 def plot_heatmap(rows: list[dict], metric: str, path: Path) -> Path:
     """Best metric per (rank, alpha) cell; empty cells were not tried."""
+    from training.tune import MODES
+
+    better = max if MODES[metric] == "max" else min
     ok = [r for r in rows if r[metric] is not None]
     ranks = sorted({r["rank"] for r in ok})
     alphas = sorted({r["alpha"] for r in ok})
     grid = [[float("nan")] * len(alphas) for _ in ranks]
     for r in ok:
         i, j = ranks.index(r["rank"]), alphas.index(r["alpha"])
-        grid[i][j] = r[metric] if grid[i][j] != grid[i][j] else min(grid[i][j], r[metric])
+        grid[i][j] = r[metric] if grid[i][j] != grid[i][j] else better(grid[i][j], r[metric])
     fig, ax = plt.subplots(figsize=(1.2 * len(alphas) + 3, 0.8 * len(ranks) + 2))
-    im = ax.imshow(grid, cmap="viridis_r", aspect="auto")
+    im = ax.imshow(grid, cmap="viridis" if better is max else "viridis_r", aspect="auto")  # bright = better
     ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
     ax.set_yticks(range(len(ranks)), [str(r) for r in ranks])
     ax.set_xlabel("LoRA alpha")
@@ -60,11 +79,25 @@ def plot_heatmap(rows: list[dict], metric: str, path: Path) -> Path:
         for j in range(len(alphas)):
             if grid[i][j] == grid[i][j]:
                 ax.text(j, i, f"{grid[i][j]:.3f}", ha="center", va="center", color="w", fontsize=8)
-    fig.colorbar(im, ax=ax, label=f"best {metric} (lower is better)")
+    fig.colorbar(im, ax=ax, label=f"best {metric} ({'higher' if better is max else 'lower'} is better)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def _pick_best(results, metric: str):
+    """The best finished-or-stopped trial by the objective; ties (EX often has them) go to the lower eval_loss."""
+    from training.tune import MODES
+
+    sign = 1 if MODES[metric] == "max" else -1
+    keyed = []
+    for r in results:
+        v = None if r.error else _best(r.metrics_dataframe, metric, MODES[metric])
+        if v is not None:
+            loss = _best(r.metrics_dataframe, "eval_loss", "min")
+            keyed.append(((sign * v, -(loss if loss is not None else float("inf"))), r))
+    return max(keyed, key=lambda kr: kr[0])[1] if keyed else None
 
 
 def write_outputs(t, results, exp_dir: Path) -> Path:
@@ -77,9 +110,8 @@ def write_outputs(t, results, exp_dir: Path) -> Path:
     (exp_dir / "results.json").write_text(json.dumps(rows, indent=2, default=str))
     if any(r[t.metric] is not None for r in rows):
         plot_heatmap(rows, t.metric, exp_dir / "rank_alpha_heatmap.png")
-    ok = [r for r in results if not r.error and r.metrics_dataframe is not None and t.metric in r.metrics_dataframe]
-    if ok:
-        best = min(ok, key=lambda r: float(r.metrics_dataframe[t.metric].min()))
+    best = _pick_best(results, t.metric)
+    if best is not None:
         (exp_dir / "best_config.yaml").write_text(best_trial_yaml(t, best.config))
         ckpt = (best.metrics or {}).get("checkpoint_path")  # TuneReportCallback passes the Train checkpoint here
         adapter = export_best_adapter(ckpt, exp_dir)

@@ -62,6 +62,31 @@ def test_crashing_trial_is_reported_and_the_search_goes_on(trained_base, data_di
     assert by_rank[4]["status"] == "done"
 
 
+def test_val_ex_objective_scores_every_finished_trial(trained_base, data_dir, tmp_path):
+    from ray.train import Checkpoint
+
+    from training.tune import score_checkpoint
+
+    cfg = load_tune_config(None, _tune_overrides(
+        trained_base, data_dir, tmp_path, "ex", "searcher=optuna", "num_samples=2", "search.rank=[2, 8]",
+        "search.learning_rate=[1e-3, 1e-2]", "metric=val_ex", "val_ex_rows=12", "train.train.max_steps=6", f"train.data.source={data_dir}",
+        "scheduler.grace_period=2"))  # 2 reports per trial: every trial finishes and is scored
+    exp = run_tune(cfg)
+    rows = json.loads((exp / "results.json").read_text())
+    assert len(rows) == 2 and all(r["status"] == "done" for r in rows), rows
+    base_cfg = cfg.train.model_dump(mode="json")
+    for r in rows:
+        assert 0.0 <= r["val_ex"] <= 1.0 and r["eval_loss"] is not None
+        assert Path(r["checkpoint"]).parent.name == f"train-{r['trial']}"
+        # The reported EX is that trial's final model scored on the first 12 validation rows.
+        again = score_checkpoint(Checkpoint(r["checkpoint"]), base_cfg, 12)
+        assert again["val_rows"] == 12 and again["val_ex"] == pytest.approx(r["val_ex"])
+    best = max(rows, key=lambda r: (r["val_ex"], -r["eval_loss"]))
+    written = load_config(exp / "best_config.yaml")
+    assert (written.model.lora.r, written.train.learning_rate) == (best["rank"], pytest.approx(best["learning_rate"]))
+    assert "val_ex" in (exp / "results.txt").read_text()
+
+
 def _done_trials(exp: Path) -> set[str]:
     """Trials Tune itself has saved as TERMINATED (its experiment state, not just Train's last report)."""
     done = set()
