@@ -36,7 +36,8 @@ def run_dir(cfg: TrainConfig) -> Path:
 def worker_env(cfg: TrainConfig) -> dict[str, str]:
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_DISABLE_TELEMETRY": "1",
            # Workers start elsewhere; relative data/model paths resolve against the driver's folder.
-           "SQLRAY_DRIVER_CWD": os.getcwd(),
+           # (a Tune trial runs in its own folder: it passes on the driver's, not its own)
+           "SQLRAY_DRIVER_CWD": os.environ.get("SQLRAY_DRIVER_CWD") or os.getcwd(),
            # DeepSpeed JIT-builds its ops once; a shared cache keeps later runs from rebuilding them.
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                   str(Path("~/.cache/sqlray/torch_extensions").expanduser()))}

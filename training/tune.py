@@ -180,7 +180,7 @@ def _tuner(t: TuneSettings, exp_dir: Path):
                          grace_period=t.scheduler.grace_period,
                          reduction_factor=t.scheduler.reduction_factor,
                          max_t=max(1, _reports_per_trial(t.train)))
-    base = t.train.model_dump(mode="json")
+    base = _absolute_paths(t.train).model_dump(mode="json")
     space = {**param_space(t), "base": base, "trial_storage": str(exp_dir / "trials"), "objective": t.metric,
              "val_ex_rows": t.val_ex_rows}
     return tune.Tuner(trainable, param_space=space,
@@ -188,6 +188,16 @@ def _tuner(t: TuneSettings, exp_dir: Path):
                                                   num_samples=t.num_samples,
                                                   max_concurrent_trials=_max_concurrent(t)),
                       run_config=tune.RunConfig(name=t.name, storage_path=str(exp_dir.parent)))
+
+
+def _absolute_paths(c: TrainConfig) -> TrainConfig:
+    """Tune runs each trial in its own folder: local model and data paths must not stay relative."""
+    c = c.model_copy(deep=True)
+    for part, attr in ((c.model, "name_or_path"), (c.data, "source")):
+        p = Path(getattr(part, attr))
+        if not p.is_absolute() and p.exists():
+            setattr(part, attr, str(p.resolve()))
+    return c
 
 
 def _reports_per_trial(c: TrainConfig) -> int:

@@ -31,9 +31,10 @@ def trained_base(tiny_model, data_dir, tmp_path_factory):
 
 
 def _tune_overrides(base, data_dir, storage, name, *extra):
-    game = data_dir.parent / "text2sql-game"
+    # Relative paths, as in the shipped configs: trials run in Tune's own folders and must still find them.
+    game = os.path.relpath(data_dir.parent / "text2sql-game")
     return [f"name={name}", f"storage_path={storage}", "searcher=grid", "num_samples=1",
-            f"train.model.name_or_path={base}", "train.model.method=lora", f"train.data.source={game}",
+            f"train.model.name_or_path={os.path.relpath(base)}", "train.model.method=lora", f"train.data.source={game}",
             "train.data.max_length=512", "train.train.micro_batch_size=4", "train.train.max_steps=12",
             "train.train.eval_every_steps=3", "train.train.log_every_steps=3", "train.train.warmup_ratio=0",
             "train.run.max_failures=0", "train.scaling.cpus_per_worker=0.9", "search.alpha_multiple=[2]", *extra]
