@@ -38,7 +38,8 @@ class SQLModel:
         from serving.engine import HFEngine
 
         self.s = ServeSettings.model_validate(settings)
-        self.engine = HFEngine(_resolve(self.s.model), threads=max(1, int(self.s.num_cpus)))
+        self.engine = HFEngine(_resolve(self.s.model), threads=max(1, int(self.s.num_cpus)),
+                               prefix_marker=self.s.prefix_marker, prefix_cache_size=self.s.prefix_cache_size)
         self.generate_batch.set_max_batch_size(self.s.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(self.s.batch_wait_timeout_s)
 
@@ -62,7 +63,9 @@ class SQLModel:
             raise RuntimeError("model not loaded")
 
     def stats(self) -> dict:
-        return {"batch_sizes": list(self.engine.batch_sizes), "adapters_loaded": sorted(self.engine.adapters)}
+        pc = self.engine.prefix_cache
+        return {"batch_sizes": list(self.engine.batch_sizes), "adapters_loaded": sorted(self.engine.adapters),
+                "prefix_cache": {"hits": pc.hits, "misses": pc.misses, "entries": len(pc.entries)}}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate_batch(self, reqs: list[GenRequest]) -> list[GenResult]:

@@ -24,6 +24,11 @@ class ServeSettings(_Strict):
     max_queued_requests: int = Field(32, ge=-1, description="Requests queued beyond that; more get 503 (-1: no limit).")
     request_timeout_s: float | None = Field(None, gt=0, description="End-to-end HTTP timeout (408 past it).")
     max_adapters_per_replica: int = Field(4, ge=1, description="LoRA adapters a replica keeps loaded (LRU).")
+    prefix_cache_size: int = Field(64, ge=0, description="Prompt heads (instruction + one schema's DDL) whose KV "
+                                                         "cache a replica keeps, LRU; 0 turns prefix caching off.")
+    prefix_marker: str = Field("### Question:\n", min_length=1,
+                               description="A prompt's head ends at the last occurrence of this text: what comes "
+                                           "before it is shared by every question about the same schema.")
     default_max_tokens: int = Field(128, ge=1, description="max_tokens when a request gives none.")
     max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens / max_new_tokens a request may ask.")
     max_input_chars: int = Field(20_000, ge=1, description="Largest DDL, question or prompt (413 beyond).")

@@ -2,11 +2,13 @@
 
 One ``generate`` call serves a whole batch: each request keeps its own token limit, stop strings and
 LoRA adapter (PEFT's mixed-adapter batches), so batching never changes what a request gets back.
+Prompt heads that many requests share (the instruction and one database's DDL) keep their KV cache:
+a batch only runs the questions through the model (vLLM's prefix caching, for the HF engine).
 """
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
@@ -69,6 +71,31 @@ class _RowStops:
         return done
 
 
+class PrefixCache:
+    """LRU of per-layer (key, value) tensors for prompt heads, keyed by (adapter, token ids)."""
+
+    def __init__(self, size: int):
+        self.size, self.entries = size, OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple) -> list | None:
+        kv = self.entries.get(key)
+        if kv is not None:
+            self.entries.move_to_end(key)
+            self.hits += 1
+        return kv
+
+    def put(self, key: tuple, kv: list) -> None:
+        self.misses += 1
+        self.entries[key] = kv
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def drop_adapter(self, adapter: str) -> None:
+        for key in [k for k in self.entries if k[0] == adapter]:
+            del self.entries[key]
+
+
 class _Cancelled:
     def __init__(self, event: threading.Event):
         self.event = event
@@ -80,7 +107,8 @@ class _Cancelled:
 class HFEngine:
     """transformers generation on CPU or one GPU; LoRA adapters loaded and dropped on demand."""
 
-    def __init__(self, model_path: str, device: str | None = None, threads: int | None = None):
+    def __init__(self, model_path: str, device: str | None = None, threads: int | None = None,
+                 prefix_marker: str | None = None, prefix_cache_size: int = 0):
         from evaluation.generate import load_for_generation  # same loading (left padding, eval mode) as scoring
 
         if threads:
@@ -94,6 +122,9 @@ class HFEngine:
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # what batching achieved, for stats and tests
         # PEFT's mixed-adapter batches install forward hooks: one generate at a time per model.
         self.lock = threading.Lock()
+        # A prompt's head up to the last marker is cached; the marker ends the shared part of the prompt.
+        self.prefix_marker = prefix_marker
+        self.prefix_cache = PrefixCache(prefix_cache_size)
 
     # -- adapters --------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: str) -> None:
@@ -114,6 +145,7 @@ class HFEngine:
             if name not in self.adapters:
                 return
             self.adapters.discard(name)
+            self.prefix_cache.drop_adapter(name)  # a later adapter by this name may have other weights
             if self.adapters:
                 self.model.delete_adapter(name)
             else:  # the last one: take the LoRA layers out of the base again
@@ -136,6 +168,62 @@ class HFEngine:
             kw["adapter_names"] = [r.adapter or BASE for r in reqs]
         return kw
 
+    # -- prefix caching ---------------------------------------------------------------------------
+    def _split(self, prompt: str) -> tuple[list[int], list[int]]:
+        """(head ids, rest ids): the head ends with the last marker; empty when the prompt has no marker or
+        the head's tokens aren't a prefix of the whole prompt's (a token spanning the cut)."""
+        ids = self.tok(prompt)["input_ids"]
+        cut = prompt.rfind(self.prefix_marker) if self.prefix_marker and self.prefix_cache.size else -1
+        if cut < 0:
+            return [], ids
+        head = self.tok(prompt[: cut + len(self.prefix_marker)])["input_ids"]
+        if len(head) >= len(ids) or ids[: len(head)] != head:
+            return [], ids
+        return head, ids[len(head):]
+
+    def _head_kv(self, head: list[int], adapter: str | None) -> list:
+        from transformers import DynamicCache
+
+        key = (adapter or BASE, tuple(head))
+        kv = self.prefix_cache.get(key)
+        if kv is None:
+            cache = DynamicCache(config=self.base.config)
+            extra = {"adapter_names": [adapter or BASE]} if self.adapters else {}
+            self.model(input_ids=torch.tensor([head], device=self.device), past_key_values=cache, use_cache=True,
+                       **extra)
+            kv = [(layer.keys, layer.values) for layer in cache.layers]
+            self.prefix_cache.put(key, kv)
+        return kv
+
+    def _encode(self, reqs: list[GenRequest]) -> dict:
+        """Model inputs for a batch. With cached heads each row is laid out as
+        [pad][head][pad][rest]: heads end at one column, so their cached KV stack into one cache, and
+        positions follow the attention mask, so the pads in between change nothing."""
+        from transformers import DynamicCache
+
+        splits = [self._split(r.prompt) for r in reqs]
+        if not any(head for head, _ in splits):
+            return self.tok([r.prompt for r in reqs], return_tensors="pt", padding=True).to(self.device)
+        P, S = max(len(h) for h, _ in splits), max(len(t) for _, t in splits)
+        ids = torch.full((len(reqs), P + S), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(reqs), P + S), dtype=torch.long)
+        layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for i, ((head, rest), r) in enumerate(zip(splits, reqs)):
+            ids[i, P - len(head):P], ids[i, P + S - len(rest):] = torch.tensor(head, dtype=torch.long), torch.tensor(rest)
+            mask[i, P - len(head):P], mask[i, P + S - len(rest):] = 1, 1
+            if not head:
+                continue
+            for n, (k, v) in enumerate(self._head_kv(head, r.adapter)):
+                if len(layers) <= n:
+                    shape = (len(reqs), k.shape[1], P, k.shape[3])
+                    layers.append((k.new_zeros(shape), v.new_zeros(shape)))
+                layers[n][0][i, :, P - len(head):] = k[0]
+                layers[n][1][i, :, P - len(head):] = v[0]
+        cache = DynamicCache(config=self.base.config)
+        for n, (k, v) in enumerate(layers):
+            cache.update(k, v, n)
+        return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "past_key_values": cache}
+
     @torch.no_grad()
     def generate(self, reqs: list[GenRequest]) -> list[GenResult]:
         from transformers import StoppingCriteriaList
@@ -143,10 +231,10 @@ class HFEngine:
         unknown = {r.adapter for r in reqs if r.adapter and r.adapter not in self.adapters}
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
-        enc = self.tok([r.prompt for r in reqs], return_tensors="pt", padding=True).to(self.device)
-        plen = enc["input_ids"].shape[1]
         with self.lock:
             self.batch_sizes.append(len(reqs))
+            enc = self._encode(reqs)
+            plen = enc["input_ids"].shape[1]
             out = self.model.generate(**enc, max_new_tokens=max(r.max_new_tokens for r in reqs),
                                       stopping_criteria=StoppingCriteriaList([_RowStops(self.tok, plen, reqs)]),
                                       **self._gen_kwargs(reqs))

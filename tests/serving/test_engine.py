@@ -66,3 +66,31 @@ def test_stream_yields_the_same_text_as_generate(engine):
 def test_prompt_longer_than_the_context_is_refused(engine):
     with pytest.raises(PromptTooLong, match="context"):
         engine.check(GenRequest("word " * 2000, 16))
+
+
+def test_prefix_cache_changes_no_output_and_skips_shared_heads(served_model, adapters, engine):
+    """Questions about the same schema share the prompt head: cached, yet every answer is what the
+    uncached engine writes, also for rows of different lengths, a prompt without the marker, and adapters."""
+    cached = HFEngine(str(served_model), threads=1, prefix_marker="### Question:\n", prefix_cache_size=2)
+    other = "CREATE TABLE guilds (id INT, name TEXT, founded DATE, members INT, region VARCHAR(20));"
+    prompts = [make_prompt(DDL, "How many players?"), make_prompt(other, "Which guild has the most members overall?"),
+               make_prompt(DDL, "List the names of players above level 10, highest first"), "SELECT name FROM"]
+    reqs = [GenRequest(p, 12) for p in prompts]
+    want = [r.text for r in engine.generate(reqs)]
+    assert [r.text for r in cached.generate(reqs)] == want
+    assert (cached.prefix_cache.misses, cached.prefix_cache.hits) == (2, 1)  # DDL's head computed once
+    assert [r.text for r in cached.generate(reqs[::-1])] == want[::-1]
+    assert cached.prefix_cache.misses == 2 and cached.prefix_cache.hits == 4
+    assert cached.generate(reqs)[0].prompt_tokens == engine.generate(reqs)[0].prompt_tokens
+    # A head's KV depends on the adapter: each gets its own entry, LRU-bounded to 2.
+    for e in (engine, cached):
+        e.load_adapter("alpha", str(adapters["alpha"]))
+    mixed = [GenRequest(prompts[0], 12, adapter="alpha"), GenRequest(prompts[2], 12)]
+    try:
+        assert [r.text for r in cached.generate(mixed)] == [r.text for r in engine.generate(mixed)]
+        assert ("alpha", ) == tuple({k[0] for k in cached.prefix_cache.entries} - {"__base__"})
+        assert len(cached.prefix_cache.entries) == 2
+    finally:
+        for e in (engine, cached):
+            e.unload_adapter("alpha")
+    assert all(k[0] != "alpha" for k in cached.prefix_cache.entries)
