@@ -81,6 +81,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--requests-per-client", type=int, default=4)
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--batch-wait", type=float, default=0.05,
+                    help="batch_wait_timeout_s: longer fills bigger batches under load, adds latency when idle")
     args = ap.parse_args()
 
     import ray
@@ -92,13 +94,15 @@ def main() -> None:
 
     model = args.model or (str(REPO / "runs/tiny-cpu/model") if (REPO / "runs/tiny-cpu/model").exists()
                            else str(ensure_tiny_model(REPO / ".cache/tiny-llama")))
+    # The reference first, on an idle machine (Ray's processes still wind down after a shutdown).
+    base = pipeline_baseline(model, _prompts(64), args.max_tokens, threads=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     # The replica gets both cores (torch threads = num_cpus), like the single-process baseline. The
     # second deployment turns prefix caching off: what batching alone buys.
     for label, cache, levels in (("sqlray", 64, (1, 8, 32)), ("sqlray no prefix cache", 0, (32,))):
         s = ServeSettings(model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
-                          max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=0.01,
+                          max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=args.batch_wait,
                           default_max_tokens=args.max_tokens, prefix_cache_size=cache)
         url = start(s)
         for conc in levels:
@@ -107,7 +111,6 @@ def main() -> None:
             results[f"{label} c={conc}"] = asyncio.run(_load(url, prompts, conc, args.max_tokens))
         serve.shutdown()
     ray.shutdown()
-    base = pipeline_baseline(model, _prompts(16), args.max_tokens, threads=2)
     results["pipeline c=1 (reference)"] = base
     print(f"\n{'setup':<34}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'x pipeline':>12}")
     for k, v in results.items():

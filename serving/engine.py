@@ -8,6 +8,7 @@ a batch only runs the questions through the model (vLLM's prefix caching, for th
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
@@ -120,6 +121,7 @@ class HFEngine:
         self.max_positions = int(getattr(self.base.config, "max_position_embeddings", 0) or 10**9)
         self.adapters: set[str] = set()
         self.batch_sizes: deque[int] = deque(maxlen=1000)  # what batching achieved, for stats and tests
+        self.gen_ms: deque[float] = deque(maxlen=1000)  # each batch's generate() time
         # PEFT's mixed-adapter batches install forward hooks: one generate at a time per model.
         self.lock = threading.Lock()
         # A prompt's head up to the last marker is cached; the marker ends the shared part of the prompt.
@@ -199,7 +201,7 @@ class HFEngine:
         """Model inputs for a batch. With cached heads each row is laid out as
         [pad][head][pad][rest]: heads end at one column, so their cached KV stack into one cache, and
         positions follow the attention mask, so the pads in between change nothing."""
-        from transformers import DynamicCache
+        from transformers import StaticCache
 
         splits = [self._split(r.prompt) for r in reqs]
         if not any(head for head, _ in splits):
@@ -219,7 +221,8 @@ class HFEngine:
                     layers.append((k.new_zeros(shape), v.new_zeros(shape)))
                 layers[n][0][i, :, P - len(head):] = k[0]
                 layers[n][1][i, :, P - len(head):] = v[0]
-        cache = DynamicCache(config=self.base.config)
+        # Preallocated: a growing cache re-copies every row's keys and values at each step.
+        cache = StaticCache(config=self.base.config, max_cache_len=P + S + max(r.max_new_tokens for r in reqs))
         for n, (k, v) in enumerate(layers):
             cache.update(k, v, n)
         return {"input_ids": ids.to(self.device), "attention_mask": mask.to(self.device), "past_key_values": cache}
@@ -232,12 +235,14 @@ class HFEngine:
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
         with self.lock:
+            t0 = time.perf_counter()
             self.batch_sizes.append(len(reqs))
             enc = self._encode(reqs)
             plen = enc["input_ids"].shape[1]
             out = self.model.generate(**enc, max_new_tokens=max(r.max_new_tokens for r in reqs),
                                       stopping_criteria=StoppingCriteriaList([_RowStops(self.tok, plen, reqs)]),
                                       **self._gen_kwargs(reqs))
+            self.gen_ms.append(round(1000 * (time.perf_counter() - t0), 1))
         results = []
         for i, r in enumerate(reqs):
             ids = out[i, plen:plen + r.max_new_tokens].tolist()
