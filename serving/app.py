@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from typing import AsyncIterator
 
 from ray import serve
@@ -18,17 +19,18 @@ from training.train import _resolve  # relative paths mean the driver's folder, 
 
 
 class _AdapterHandle:
-    """What the multiplexed loader returns; Serve calls __del__ when the LRU evicts it."""
+    """What the multiplexed loader returns: Serve's LRU entry holds one reference to the adapter, and
+    Serve calls __del__ when it evicts it."""
 
     def __init__(self, engine, name: str):
-        self.engine, self.name, self.unloaded = engine, name, False
+        self.engine, self.name, self.released = engine, name, False
 
     def __del__(self):
-        # Serve calls this on eviction; the garbage collector may call it again later, after the same
-        # adapter was loaded anew by another handle: only the first call unloads.
-        if not self.unloaded:
-            self.unloaded = True
-            self.engine.unload_adapter(self.name)
+        # Serve calls this on eviction; the garbage collector may call it again later: release once.
+        if not self.released:
+            self.released = True
+            # An unload waits for the model lock: never on the replica's event loop.
+            threading.Thread(target=self.engine.release, args=(self.name,), daemon=True).start()
 
 
 class SQLModel:
@@ -49,11 +51,26 @@ class SQLModel:
         self._loader = serve.multiplexed(max_num_models_per_replica=self.s.max_adapters_per_replica)(load)
 
     async def _load_adapter(self, name: str) -> _AdapterHandle:
-        await asyncio.to_thread(self.engine.load_adapter, name, _resolve(self.s.adapters[name]))
+        await asyncio.to_thread(self.engine.acquire, name, _resolve(self.s.adapters[name]))
         return _AdapterHandle(self.engine, name)
 
-    async def _ensure_adapters(self, names: set[str]) -> list[_AdapterHandle]:
-        return [await self._loader(n) for n in sorted(names)]
+    async def _use_adapters(self, names: set[str]) -> list[str]:
+        """Load (through Serve's LRU) and hold each adapter until _done_with: an eviction meanwhile
+        only drops Serve's reference, the engine unloads after the last user."""
+        held = []
+        try:
+            for n in sorted(names):
+                await self._loader(n)
+                self.engine.acquire(n)  # no await since the load returned: no eviction can slip in between
+                held.append(n)
+        except BaseException:
+            await self._done_with(held)
+            raise
+        return held
+
+    async def _done_with(self, names: list[str]) -> None:
+        for n in names:
+            await asyncio.to_thread(self.engine.release, n)  # the last release waits for the model lock
 
     def ready(self) -> dict:
         return {"ready": True, "adapters_loaded": sorted(self.engine.adapters)}
@@ -76,9 +93,11 @@ class SQLModel:
         done: dict[int, GenResult] = {}
         for g in groups:
             idx = [i for i, r in enumerate(reqs) if (r.adapter in g) or (not r.adapter and g is groups[0])]
-            handles = await self._ensure_adapters(g)
-            res = await asyncio.to_thread(self.engine.generate, [reqs[i] for i in idx])
-            del handles
+            held = await self._use_adapters(g)
+            try:
+                res = await asyncio.to_thread(self.engine.generate, [reqs[i] for i in idx])
+            finally:
+                await self._done_with(held)
             done.update(zip(idx, res))
         return [done[i] for i in range(len(reqs))]
 
@@ -88,7 +107,7 @@ class SQLModel:
 
     async def stream(self, req: GenRequest) -> AsyncIterator[str]:
         self.engine.check(req)
-        handles = await self._ensure_adapters({req.adapter} if req.adapter else set())
+        held = await self._use_adapters({req.adapter} if req.adapter else set())
         it = self.engine.stream(req)
         sentinel = object()
         try:
@@ -96,7 +115,7 @@ class SQLModel:
                 yield piece
         finally:
             it.close()
-            del handles
+            await self._done_with(held)
 
 
 def build_app(args: dict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
@@ -127,6 +127,10 @@ class HFEngine:
         # A prompt's head up to the last marker is cached; the marker ends the shared part of the prompt.
         self.prefix_marker = prefix_marker
         self.prefix_cache = PrefixCache(prefix_cache_size)
+        # Who still needs each adapter: Serve's LRU entry and every batch or stream using it. The last
+        # release unloads it, so an eviction never pulls an adapter from under a running generate().
+        self._refs: Counter[str] = Counter()
+        self._refs_lock = threading.Lock()
 
     # -- adapters --------------------------------------------------------------------------------
     def load_adapter(self, name: str, path: str) -> None:
@@ -142,17 +146,44 @@ class HFEngine:
             self.model.eval()
             self.adapters.add(name)
 
+    def acquire(self, name: str, path: str | None = None) -> None:
+        """One more user of ``name``; loads it from ``path`` if needed (without a path it must be loaded)."""
+        with self._refs_lock:
+            self._refs[name] += 1
+        if path is not None:
+            self.load_adapter(name, path)  # checks under the model lock: safe beside a release's unload
+        elif name not in self.adapters:
+            self.release(name)
+            raise KeyError(f"adapter {name!r} is not loaded")
+
+    def release(self, name: str) -> None:
+        """One user fewer; the last one unloads the adapter."""
+        with self._refs_lock:
+            self._refs[name] -= 1
+            if self._refs[name] > 0:
+                return
+        with self.lock:
+            with self._refs_lock:
+                if self._refs[name] > 0:  # acquired again while we waited for the model
+                    return
+                del self._refs[name]
+            self._unload(name)
+
     def unload_adapter(self, name: str) -> None:
         with self.lock:
-            if name not in self.adapters:
-                return
-            self.adapters.discard(name)
-            self.prefix_cache.drop_adapter(name)  # a later adapter by this name may have other weights
-            if self.adapters:
-                self.model.delete_adapter(name)
-            else:  # the last one: take the LoRA layers out of the base again
-                self.base = self.model.unload()
-                self.model = self.base
+            self._unload(name)
+
+    def _unload(self, name: str) -> None:
+        """Under the model lock."""
+        if name not in self.adapters:
+            return
+        self.adapters.discard(name)
+        self.prefix_cache.drop_adapter(name)  # a later adapter by this name may have other weights
+        if self.adapters:
+            self.model.delete_adapter(name)
+        else:  # the last one: take the LoRA layers out of the base again
+            self.base = self.model.unload()
+            self.model = self.base
 
     # -- generation ------------------------------------------------------------------------------
     def check(self, req: GenRequest) -> int:

@@ -94,3 +94,18 @@ def test_prefix_cache_changes_no_output_and_skips_shared_heads(served_model, ada
         for e in (engine, cached):
             e.unload_adapter("alpha")
     assert all(k[0] != "alpha" for k in cached.prefix_cache.entries)
+
+
+def test_an_evicted_adapter_stays_loaded_until_its_last_user_is_done(engine, adapters):
+    p = make_prompt(DDL, "How many players?")
+    engine.acquire("alpha", str(adapters["alpha"]))  # Serve's LRU entry
+    engine.acquire("alpha")  # a batch about to generate with it
+    engine.release("alpha")  # the LRU evicts it meanwhile
+    assert "alpha" in engine.adapters
+    (res,) = engine.generate([GenRequest(p, 8, adapter="alpha")])
+    assert res.completion_tokens > 0
+    engine.release("alpha")  # the batch is done: the last user unloads it
+    assert "alpha" not in engine.adapters and not engine._refs
+    with pytest.raises(KeyError):
+        engine.acquire("alpha")  # without a path only a loaded adapter can be held
+    assert not engine._refs
