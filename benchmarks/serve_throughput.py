@@ -50,6 +50,22 @@ def pipeline_baseline(model: str, prompts: list[str], max_tokens: int, threads: 
     return {"rps": len(prompts) / wall, "p50_ms": 1000 * _pct(lat, 0.5), "p99_ms": 1000 * _pct(lat, 0.99)}
 
 
+def engine_batch(model: str, prompts: list[str], max_tokens: int, threads: int) -> dict:
+    """The serve engine in-process, one batch of all prompts at a time: generation without HTTP or Ray."""
+    from serving.engine import GenRequest, HFEngine
+
+    eng = HFEngine(model, threads=threads, prefix_marker="### Question:\n", prefix_cache_size=64)
+    reqs = [GenRequest(p, max_tokens) for p in prompts]
+    eng.generate(reqs)  # warm-up, fills the prefix cache
+    times = []
+    for _ in range(3):
+        s = time.perf_counter()
+        eng.generate(reqs)
+        times.append(time.perf_counter() - s)
+    return {"rps": len(prompts) / statistics.mean(times), "p50_ms": 1000 * statistics.median(times),
+            "p99_ms": 1000 * max(times)}
+
+
 async def _load(url: str, prompts: list[str], concurrency: int, max_tokens: int) -> dict:
     import httpx
 
@@ -96,6 +112,7 @@ def main() -> None:
                            else str(ensure_tiny_model(REPO / ".cache/tiny-llama")))
     # The reference first, on an idle machine (Ray's processes still wind down after a shutdown).
     base = pipeline_baseline(model, _prompts(64), args.max_tokens, threads=2)
+    engine_alone = engine_batch(model, _prompts(32), args.max_tokens, threads=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
     # The replica gets both cores (torch threads = num_cpus), like the single-process baseline. The
@@ -109,8 +126,11 @@ def main() -> None:
             prompts = _prompts(max(8, conc * args.requests_per_client))
             asyncio.run(_load(url, prompts[:conc], conc, args.max_tokens))  # warm-up
             results[f"{label} c={conc}"] = asyncio.run(_load(url, prompts, conc, args.max_tokens))
+        if cache:  # what the HTTP path costs: the same load asking for one token each
+            results["sqlray c=32, 1 token (stack)"] = asyncio.run(_load(url, _prompts(128), 32, 1))
         serve.shutdown()
     ray.shutdown()
+    results["engine alone, batch 32"] = engine_alone
     results["pipeline c=1 (reference)"] = base
     print(f"\n{'setup':<34}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'x pipeline':>12}")
     for k, v in results.items():

@@ -101,11 +101,13 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None):
                         scaling_config=scaling, run_config=run)
 
 
-def run_training(cfg: TrainConfig) -> TrainOutcome:
-    """Train (resuming if this run name has a checkpoint), then copy the exported model into the run folder."""
+def run_training(cfg: TrainConfig, checked: bool = False) -> TrainOutcome:
+    """Train (resuming if this run name has a checkpoint), then copy the exported model into the run folder.
+    ``checked``: the caller already ran preflight on this config."""
     from training.plots import plot_loss
 
-    preflight(cfg)
+    if not checked:
+        preflight(cfg)
     _ensure_ray(cfg)
     result = build_trainer(cfg).fit()
     if result.checkpoint is None:

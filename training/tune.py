@@ -186,8 +186,14 @@ def _tuner(t: TuneSettings, exp_dir: Path):
     return tune.Tuner(trainable, param_space=space,
                       tune_config=tune.TuneConfig(scheduler=asha, search_alg=search_alg,
                                                   num_samples=t.num_samples,
-                                                  max_concurrent_trials=_max_concurrent(t)),
+                                                  max_concurrent_trials=_max_concurrent(t),
+                                                  trial_dirname_creator=_trial_dirname),
                       run_config=tune.RunConfig(name=t.name, storage_path=str(exp_dir.parent)))
+
+
+def _trial_dirname(trial) -> str:
+    """Short folder names: Tune's default spells out every parameter, the whole base config included."""
+    return f"trial_{trial.trial_id}"
 
 
 def _absolute_paths(c: TrainConfig) -> TrainConfig:

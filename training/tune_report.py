@@ -110,6 +110,9 @@ def write_outputs(t, results, exp_dir: Path) -> Path:
     (exp_dir / "results.json").write_text(json.dumps(rows, indent=2, default=str))
     if any(r[t.metric] is not None for r in rows):
         plot_heatmap(rows, t.metric, exp_dir / "rank_alpha_heatmap.png")
+    if t.metric != "eval_loss" and any(r["eval_loss"] is not None for r in rows):
+        # Trials ASHA stopped have a loss but no end-of-trial score: this map shows every trial.
+        plot_heatmap(rows, "eval_loss", exp_dir / "rank_alpha_eval_loss.png")
     best = _pick_best(results, t.metric)
     if best is not None:
         (exp_dir / "best_config.yaml").write_text(best_trial_yaml(t, best.config))

@@ -61,7 +61,7 @@ def train_and_evaluate(cfg: TrainConfig) -> Path:
         before = evaluate_model(cfg.model.name_or_path, cfg, out, "base")
     print(f"[sqlray] fine-tuning ({cfg.model.method}, ZeRO-{cfg.deepspeed.stage}, "
           f"{cfg.scaling.num_workers} workers)", flush=True)
-    outcome = run_training(cfg)
+    outcome = run_training(cfg, checked=True)
     after = {}
     if cfg.eval.enabled:
         print("[sqlray] scoring the fine-tuned model", flush=True)

@@ -86,6 +86,7 @@ def test_val_ex_objective_scores_every_finished_trial(trained_base, data_dir, tm
     written = load_config(exp / "best_config.yaml")
     assert (written.model.lora.r, written.train.learning_rate) == (best["rank"], pytest.approx(best["learning_rate"]))
     assert "val_ex" in (exp / "results.txt").read_text()
+    assert (exp / "rank_alpha_heatmap.png").stat().st_size > 1000 and (exp / "rank_alpha_eval_loss.png").exists()
 
 
 def _done_trials(exp: Path) -> set[str]:
