@@ -82,7 +82,8 @@ class SQLModel:
     def stats(self) -> dict:
         pc = self.engine.prefix_cache
         return {"batch_sizes": list(self.engine.batch_sizes), "adapters_loaded": sorted(self.engine.adapters),
-                "gen_ms": list(self.engine.gen_ms), "prefix_cache": {"hits": pc.hits, "misses": pc.misses, "entries": len(pc.entries)}}
+                "gen_ms": list(self.engine.gen_ms),
+                "prefix_cache": {"hits": pc.hits, "misses": pc.misses, "entries": len(pc.entries)}}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate_batch(self, reqs: list[GenRequest]) -> list[GenResult]:

@@ -151,7 +151,11 @@ class HFEngine:
         with self._refs_lock:
             self._refs[name] += 1
         if path is not None:
-            self.load_adapter(name, path)  # checks under the model lock: safe beside a release's unload
+            try:
+                self.load_adapter(name, path)  # checks under the model lock: safe beside a release's unload
+            except BaseException:
+                self.release(name)  # a failed load holds nothing
+                raise
         elif name not in self.adapters:
             self.release(name)
             raise KeyError(f"adapter {name!r} is not loaded")

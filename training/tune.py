@@ -109,9 +109,11 @@ def _report_callback(pending: tuple[str, ...]):
                 return
             metrics = [{**{k: float("nan") for k in pending}, **metrics[0]}, *metrics[1:]]
             super().after_report(run_context, metrics, checkpoint)
-            # Wait until Tune has taken it, so the trial's own final report can't overtake it.
+            # Wait until Tune has taken it, so the trial's own final report can't overtake it. (The queue
+            # is the parent's private attribute: if a Ray release renames it, the scoring's seconds remain.)
+            queue = getattr(self, "_training_actor_item_queue", None)
             deadline = time.monotonic() + 120
-            while pending and not self._training_actor_item_queue.empty() and time.monotonic() < deadline:
+            while pending and queue is not None and not queue.empty() and time.monotonic() < deadline:
                 time.sleep(0.05)
 
     return TrialReport()

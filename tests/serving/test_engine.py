@@ -108,4 +108,6 @@ def test_an_evicted_adapter_stays_loaded_until_its_last_user_is_done(engine, ada
     assert "alpha" not in engine.adapters and not engine._refs
     with pytest.raises(KeyError):
         engine.acquire("alpha")  # without a path only a loaded adapter can be held
-    assert not engine._refs
+    with pytest.raises(Exception):
+        engine.acquire("broken", str(adapters["alpha"].parent / "missing"))
+    assert not engine._refs and "broken" not in engine.adapters  # failed calls hold nothing
