@@ -32,6 +32,9 @@ class SearchSpace(_Strict):
     learning_rate: list[float] = Field(default_factory=lambda: [3e-4, 3e-3], min_length=2,
                                        description="[low, high] log-uniform; with searcher=grid, the values to try.")
     dropout: list[float] | None = Field(None, description="LoRA dropout values (choice); None keeps the base config's.")
+    target_modules: list[list[str]] | None = Field(
+        None, description="Sets of modules LoRA adapts (choice), e.g. [[q_proj, v_proj], [q_proj, k_proj, v_proj, "
+                          "o_proj]]; None keeps the base config's.")
 
 
 class SchedulerSettings(_Strict):
@@ -77,8 +80,10 @@ def param_space(t: TuneSettings) -> dict[str, Any]:
     else:
         space = {"rank": tune.choice(s.rank), "alpha_multiple": tune.choice(s.alpha_multiple),
                  "learning_rate": tune.loguniform(min(s.learning_rate), max(s.learning_rate))}
-    if s.dropout:
-        space["dropout"] = tune.grid_search(s.dropout) if t.searcher == "grid" else tune.choice(s.dropout)
+    for name in ("dropout", "target_modules"):
+        values = getattr(s, name)
+        if values:
+            space[name] = tune.grid_search(values) if t.searcher == "grid" else tune.choice(values)
     return space
 
 
@@ -90,6 +95,8 @@ def trial_config(base: dict, params: dict, trial_name: str, storage: str) -> Tra
     cfg.train.learning_rate = float(params["learning_rate"])
     if "dropout" in params:
         cfg.model.lora.dropout = float(params["dropout"])
+    if "target_modules" in params:
+        cfg.model.lora.target_modules = list(params["target_modules"])
     cfg.run.name = trial_name
     cfg.run.storage_path = storage
     cfg.eval.enabled = False

@@ -32,7 +32,8 @@ def trial_rows(results, metric: str) -> list[dict]:
         trial = last.get("trial_id") or (Path(r.path).name if r.path else "?")  # its Train run is train-<id>
         rows.append({"trial": trial, "rank": cfg.get("rank"),
                      "alpha": (cfg.get("alpha_multiple") or 0) * (cfg.get("rank") or 0),
-                     "learning_rate": cfg.get("learning_rate"), "eval_loss": _best(df, "eval_loss", "min"),
+                     "learning_rate": cfg.get("learning_rate"), "dropout": cfg.get("dropout"),
+                     "target_modules": cfg.get("target_modules"), "eval_loss": _best(df, "eval_loss", "min"),
                      metric: _best(df, metric, MODES[metric]),
                      "reports": int(len(df)) if df is not None else 0,
                      "last_step": last.get("step"), "checkpoint": last.get("checkpoint_path"),

@@ -108,3 +108,17 @@ def test_serve_settings_reject_incompatible_values():
         ServeSettings(adapters={"a/b": "x"})
     with pytest.raises(ValidationError, match="extra"):
         ServeSettings(batch_size=3)
+
+
+def test_tune_searches_dropout_and_target_modules_too():
+    from training.tune import load_tune_config, param_space, trial_config
+
+    t = load_tune_config(None, ["train.model.name_or_path=x", "train.model.method=lora", "searcher=grid",
+                                "search.dropout=[0.0, 0.1]", "search.target_modules=[[q_proj, v_proj], [o_proj]]"])
+    space = param_space(t)
+    assert space["target_modules"] == {"grid_search": [["q_proj", "v_proj"], ["o_proj"]]}
+    assert space["dropout"] == {"grid_search": [0.0, 0.1]}
+    cfg = trial_config(t.train.model_dump(mode="json"), {"rank": 4, "alpha_multiple": 2, "learning_rate": 1e-3,
+                                                         "dropout": 0.1, "target_modules": ["o_proj"]}, "t", "runs")
+    assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (4, 8.0, 0.1)
+    assert cfg.model.lora.target_modules == ["o_proj"] and cfg.train.learning_rate == 1e-3
