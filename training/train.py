@@ -31,10 +31,15 @@ def _resolve(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
-def resolve_paths(cfg: TrainConfig) -> TrainConfig:
-    cfg.model.name_or_path = _resolve(cfg.model.name_or_path)
-    cfg.data.source = _resolve(cfg.data.source)
+def map_paths(cfg: TrainConfig, fn) -> TrainConfig:
+    """``cfg`` with ``fn`` applied to the local paths it may hold: the model and the data source."""
+    cfg.model.name_or_path = fn(cfg.model.name_or_path)
+    cfg.data.source = fn(cfg.data.source)
     return cfg
+
+
+def resolve_paths(cfg: TrainConfig) -> TrainConfig:
+    return map_paths(cfg, _resolve)
 
 
 @dataclass

@@ -176,6 +176,8 @@ def _tuner(t: TuneSettings, exp_dir: Path):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from training.train import map_paths
+
     trainable = tune.with_resources(tune_trial, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the resources
     if tune.Tuner.can_restore(str(exp_dir)):
         return tune.Tuner.restore(str(exp_dir), trainable, resume_errored=False, restart_errored=False)
@@ -189,7 +191,7 @@ def _tuner(t: TuneSettings, exp_dir: Path):
                          grace_period=t.scheduler.grace_period,
                          reduction_factor=t.scheduler.reduction_factor,
                          max_t=max(1, _reports_per_trial(t.train)))
-    base = _absolute_paths(t.train).model_dump(mode="json")
+    base = map_paths(t.train.model_copy(deep=True), _absolute).model_dump(mode="json")
     space = {**param_space(t), "base": base, "trial_storage": str(exp_dir / "trials"), "objective": t.metric,
              "val_ex_rows": t.val_ex_rows}
     return tune.Tuner(trainable, param_space=space,
@@ -205,18 +207,19 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _absolute_paths(c: TrainConfig) -> TrainConfig:
-    """Tune runs each trial in its own folder: local model and data paths must not stay relative."""
-    c = c.model_copy(deep=True)
-    for part, attr in ((c.model, "name_or_path"), (c.data, "source")):
-        p = Path(getattr(part, attr))
-        if not p.is_absolute() and p.exists():
-            setattr(part, attr, str(p.resolve()))
-    return c
+def _absolute(path: str) -> str:
+    """Tune runs each trial in its own folder: a local path must not stay relative (hub ids stay)."""
+    p = Path(path)
+    return str(p.resolve()) if not p.is_absolute() and p.exists() else path
 
 
 def _reports_per_trial(c: TrainConfig) -> int:
     return math.ceil((c.train.max_steps or 10**6) / c.train.eval_every_steps)
+
+
+def _trial_cpus(sc) -> float:
+    """What one trial holds: its workers plus its driver."""
+    return sc.num_workers * sc.cpus_per_worker + DRIVER_CPU
 
 
 def check_fits(t: TuneSettings, resources: dict) -> None:
@@ -224,7 +227,7 @@ def check_fits(t: TuneSettings, resources: dict) -> None:
     from training.config import ConfigError
 
     sc = t.train.scaling
-    need = sc.num_workers * sc.cpus_per_worker + DRIVER_CPU
+    need = _trial_cpus(sc)
     if need > resources.get("CPU", 0) + 1e-9:
         raise ConfigError(
             f"train.scaling: a trial needs {sc.num_workers} workers x {sc.cpus_per_worker} CPU + {DRIVER_CPU} for its "
@@ -243,7 +246,7 @@ def _max_concurrent(t: TuneSettings) -> int:
     res = ray.cluster_resources()
     if sc.use_gpu:
         return max(1, int(res.get("GPU", 0)) // sc.num_workers)
-    return max(1, int(res.get("CPU", 1) // (sc.num_workers * sc.cpus_per_worker + DRIVER_CPU)))
+    return max(1, int(res.get("CPU", 1) // _trial_cpus(sc)))
 
 
 def run_tune(t: TuneSettings) -> Path:

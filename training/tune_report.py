@@ -42,15 +42,21 @@ def trial_rows(results, metric: str) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict], metric: str) -> str:
-    """Best first by the objective; trials without it (stopped early, failed) last."""
+def _order(row: dict, metric: str) -> tuple:
+    """Sort key, best first: by the objective, ties (EX often has them) to the lower eval_loss, trials
+    without the objective (stopped early, failed) last."""
     from training.tune import MODES
 
+    sign = -1 if MODES[metric] == "max" else 1
+    loss = row["eval_loss"]
+    return (row[metric] is None, sign * (row[metric] or 0), loss if loss is not None else float("inf"))
+
+
+def format_table(rows: list[dict], metric: str) -> str:
     cols = ["eval_loss"] + ([metric] if metric != "eval_loss" else [])
     head = f"{'trial':<34}{'rank':>5}{'alpha':>7}{'lr':>10}" + "".join(f"{c:>11}" for c in cols) + f"{'steps':>7}  status"
     lines = [head, "-" * len(head)]
-    sign = -1 if MODES[metric] == "max" else 1
-    for r in sorted(rows, key=lambda r: (r[metric] is None, sign * (r[metric] or 0))):
+    for r in sorted(rows, key=lambda r: _order(r, metric)):
         vals = "".join(f"{r[c]:>11.4f}" if r[c] is not None else f"{'-':>11}" for c in cols)
         lr = f"{r['learning_rate']:.2e}" if r["learning_rate"] else "-"
         lines.append(f"{r['trial'][:33]:<34}{r['rank'] or '-':>5}{r['alpha'] or '-':>7}{lr:>10}{vals}"
@@ -87,18 +93,10 @@ def plot_heatmap(rows: list[dict], metric: str, path: Path) -> Path:
     return path
 
 
-def _pick_best(results, metric: str):
-    """The best finished-or-stopped trial by the objective; ties (EX often has them) go to the lower eval_loss."""
-    from training.tune import MODES
-
-    sign = 1 if MODES[metric] == "max" else -1
-    keyed = []
-    for r in results:
-        v = None if r.error else _best(r.metrics_dataframe, metric, MODES[metric])
-        if v is not None:
-            loss = _best(r.metrics_dataframe, "eval_loss", "min")
-            keyed.append(((sign * v, -(loss if loss is not None else float("inf"))), r))
-    return max(keyed, key=lambda kr: kr[0])[1] if keyed else None
+def _pick_best(rows: list[dict], results, metric: str):
+    """The result behind the best row (same order as the table) that has the objective and no error."""
+    ok = [(row, r) for row, r in zip(rows, results) if row["status"] != "error" and row[metric] is not None]
+    return min(ok, key=lambda rr: _order(rr[0], metric))[1] if ok else None
 
 
 def write_outputs(t, results, exp_dir: Path) -> Path:
@@ -114,7 +112,7 @@ def write_outputs(t, results, exp_dir: Path) -> Path:
     if t.metric != "eval_loss" and any(r["eval_loss"] is not None for r in rows):
         # Trials ASHA stopped have a loss but no end-of-trial score: this map shows every trial.
         plot_heatmap(rows, "eval_loss", exp_dir / "rank_alpha_eval_loss.png")
-    best = _pick_best(results, t.metric)
+    best = _pick_best(rows, results, t.metric)
     if best is not None:
         (exp_dir / "best_config.yaml").write_text(best_trial_yaml(t, best.config))
         ckpt = (best.metrics or {}).get("checkpoint_path")  # TuneReportCallback passes the Train checkpoint here
