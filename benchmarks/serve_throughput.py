@@ -1,10 +1,11 @@
 """Serving throughput: sqlray's Ray Serve endpoint (dynamic batching) at concurrency 1, 8 and 32 against
 the reference's way (a transformers ``pipeline`` called one request at a time), same model, same 2 cores,
 same prompts and token budget, in one run. The prompts are the bundled test split's: 200 questions about
-9 schemas, as a Text2SQL endpoint sees them (many questions per database), so the prefix cache hits; a
-second deployment without it shows what batching alone buys.
+9 schemas, as a Text2SQL endpoint sees them (many questions per database), so the prefix cache hits. Two
+more deployments show what each part buys: one batching with a fixed wait (serve.batch's own policy: a
+batch closes when full or at the timeout) instead of the adaptive batch size, one without the prefix cache.
 
-    python benchmarks/serve_throughput.py [--model DIR] [--max-tokens 32] [--requests-per-client 4]
+    python benchmarks/serve_throughput.py [--model DIR] [--max-tokens 32] [--requests-per-client 8]
 """
 from __future__ import annotations
 
@@ -95,10 +96,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=None, help="HF model folder (default: the demo's, else a fresh tiny model)")
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--requests-per-client", type=int, default=4)
+    ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--port", type=int, default=8123)
-    ap.add_argument("--batch-wait", type=float, default=0.05,
-                    help="batch_wait_timeout_s: longer fills bigger batches under load, adds latency when idle")
+    ap.add_argument("--batch-wait", type=float, default=0.3,
+                    help="batch_wait_timeout_s: with the fixed policy every batch that isn't full waits this long; "
+                         "with the adaptive one only a batch after a drop in load does")
     args = ap.parse_args()
 
     import ray
@@ -115,18 +117,20 @@ def main() -> None:
     engine_alone = engine_batch(model, _prompts(32), args.max_tokens, threads=2)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
-    # The replica gets both cores (torch threads = num_cpus), like the single-process baseline. The
-    # second deployment turns prefix caching off: what batching alone buys.
-    for label, cache, levels in (("sqlray", 64, (1, 8, 32)), ("sqlray no prefix cache", 0, (32,))):
+    # The replica gets both cores (torch threads = num_cpus), like the single-process baseline.
+    setups = (("sqlray", True, 64, (1, 8, 32)), ("sqlray fixed batch wait", False, 64, (1, 8, 32)),
+              ("sqlray no prefix cache", True, 0, (32,)))
+    for label, adaptive, cache, levels in setups:
         s = ServeSettings(model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
                           max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=args.batch_wait,
-                          default_max_tokens=args.max_tokens, prefix_cache_size=cache)
+                          adaptive_batch_size=adaptive, default_max_tokens=args.max_tokens, prefix_cache_size=cache)
         url = start(s)
         for conc in levels:
             prompts = _prompts(max(8, conc * args.requests_per_client))
-            asyncio.run(_load(url, prompts[:conc], conc, args.max_tokens))  # warm-up
+            # Two rounds of warm-up: the batch size settles on the new concurrency before the clock starts.
+            asyncio.run(_load(url, prompts[:2 * conc], conc, args.max_tokens))
             results[f"{label} c={conc}"] = asyncio.run(_load(url, prompts, conc, args.max_tokens))
-        if cache:  # what the HTTP path costs: the same load asking for one token each
+        if label == "sqlray":  # what the HTTP path costs: the same load asking for one token each
             results["sqlray c=32, 1 token (stack)"] = asyncio.run(_load(url, _prompts(128), 32, 1))
         serve.shutdown()
     ray.shutdown()

@@ -44,6 +44,9 @@ class SQLModel:
                                prefix_marker=self.s.prefix_marker, prefix_cache_size=self.s.prefix_cache_size)
         self.generate_batch.set_max_batch_size(self.s.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(self.s.batch_wait_timeout_s)
+        # Requests inside generate() now, and the most seen since the last batch began (adaptive batch size).
+        self._inflight = self._peak = 0
+        self._expect = self._target = self.s.max_batch_size
 
         async def load(name: str) -> _AdapterHandle:  # the LRU size comes from the config, so wrap here
             return await self._load_adapter(name)
@@ -81,12 +84,23 @@ class SQLModel:
 
     def stats(self) -> dict:
         pc = self.engine.prefix_cache
-        return {"batch_sizes": list(self.engine.batch_sizes), "adapters_loaded": sorted(self.engine.adapters),
-                "gen_ms": list(self.engine.gen_ms),
+        return {"batch_sizes": list(self.engine.batch_sizes), "batch_target": self._target,
+                "adapters_loaded": sorted(self.engine.adapters), "gen_ms": list(self.engine.gen_ms),
                 "prefix_cache": {"hits": pc.hits, "misses": pc.misses, "entries": len(pc.entries)}}
+
+    def _set_target(self, n: int) -> None:
+        """Adaptive batch size: a batch closes once it holds as many requests as this replica had in flight
+        while the previous batch ran (the clients about to send again), or at the timeout. A lone client is
+        served at once; under load batches fill; when load drops, one batch waits out the timeout."""
+        n = max(1, min(self.s.max_batch_size, n))
+        if n != self._target:
+            self._target = n
+            self.generate_batch.set_max_batch_size(n)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.02)
     async def generate_batch(self, reqs: list[GenRequest]) -> list[GenResult]:
+        # How many requests to expect next: as many as were in flight while the last batch ran.
+        self._expect, self._peak = self._peak, self._inflight
         cap = self.s.max_adapters_per_replica
         # More distinct adapters than a replica keeps loaded: generate in groups that fit.
         names = sorted({r.adapter for r in reqs if r.adapter})
@@ -104,7 +118,14 @@ class SQLModel:
 
     async def generate(self, req: GenRequest) -> GenResult:
         self.engine.check(req)  # raise PromptTooLong for this request alone, before it joins a batch
-        return await self.generate_batch(req)
+        self._inflight += 1
+        self._peak = max(self._peak, self._inflight)
+        if self.s.adaptive_batch_size:  # set before the request is queued: a batch reads it at its first request
+            self._set_target(max(self._expect, self._inflight))
+        try:
+            return await self.generate_batch(req)
+        finally:
+            self._inflight -= 1
 
     async def stream(self, req: GenRequest) -> AsyncIterator[str]:
         self.engine.check(req)

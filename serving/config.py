@@ -19,7 +19,12 @@ class ServeSettings(_Strict):
     num_cpus: float = Field(1, gt=0, description="CPUs per model replica (also its torch threads).")
     num_gpus: float = Field(0, ge=0, description="GPUs per model replica.")
     max_batch_size: int = Field(8, ge=1, description="Requests merged into one generate() call.")
-    batch_wait_timeout_s: float = Field(0.02, ge=0, description="How long a batch waits to fill.")
+    batch_wait_timeout_s: float = Field(0.1, ge=0, description="Longest a batch waits to fill (seconds). With "
+                                        "adaptive_batch_size it binds only when load drops; longer than a batch's "
+                                        "generate time lets two groups of clients merge into one batch.")
+    adaptive_batch_size: bool = Field(True, description="Close a batch once it holds as many requests as the "
+                                                        "replica had in flight while the previous one ran (at most "
+                                                        "max_batch_size), instead of always waiting the timeout.")
     max_ongoing_requests: int = Field(16, ge=1, description="Requests a model replica holds at once (>= batch size).")
     max_queued_requests: int = Field(32, ge=-1, description="Requests queued beyond that; more get 503 (-1: no limit).")
     request_timeout_s: float | None = Field(None, gt=0, description="End-to-end HTTP timeout (408 past it).")

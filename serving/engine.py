@@ -24,6 +24,7 @@ class GenRequest:
     max_new_tokens: int
     stop: list[str] = field(default_factory=list)
     adapter: str | None = None
+    ids: list[int] | None = None  # the prompt's token ids, once check() has tokenized it
 
 
 @dataclass
@@ -127,6 +128,7 @@ class HFEngine:
         # A prompt's head up to the last marker is cached; the marker ends the shared part of the prompt.
         self.prefix_marker = prefix_marker
         self.prefix_cache = PrefixCache(prefix_cache_size)
+        self._head_tokens: OrderedDict[str, list[int]] = OrderedDict()
         # Who still needs each adapter: Serve's LRU entry and every batch or stream using it. The last
         # release unloads it, so an eviction never pulls an adapter from under a running generate().
         self._refs: Counter[str] = Counter()
@@ -192,11 +194,16 @@ class HFEngine:
     # -- generation ------------------------------------------------------------------------------
     def check(self, req: GenRequest) -> int:
         """Prompt tokens, or PromptTooLong when prompt + max_new_tokens exceed the context."""
-        n = len(self.tok(req.prompt, add_special_tokens=True)["input_ids"])
+        n = len(self._ids(req))
         if n + req.max_new_tokens > self.max_positions:
             raise PromptTooLong(f"the prompt has {n} tokens and max tokens is {req.max_new_tokens}: together more "
                                 f"than the model's context of {self.max_positions} tokens")
         return n
+
+    def _ids(self, req: GenRequest) -> list[int]:
+        if req.ids is None:  # kept on the request: the batch encoding needs them again
+            req.ids = self.tok(req.prompt)["input_ids"]
+        return req.ids
 
     def _gen_kwargs(self, reqs: list[GenRequest]) -> dict:
         kw = {"do_sample": False, "num_beams": 1, "pad_token_id": self.tok.pad_token_id,
@@ -206,17 +213,28 @@ class HFEngine:
         return kw
 
     # -- prefix caching ---------------------------------------------------------------------------
-    def _split(self, prompt: str) -> tuple[list[int], list[int]]:
+    def _split(self, req: GenRequest) -> tuple[list[int], list[int]]:
         """(head ids, rest ids): the head ends with the last marker; empty when the prompt has no marker or
         the head's tokens aren't a prefix of the whole prompt's (a token spanning the cut)."""
-        ids = self.tok(prompt)["input_ids"]
+        prompt, ids = req.prompt, self._ids(req)
         cut = prompt.rfind(self.prefix_marker) if self.prefix_marker and self.prefix_cache.size else -1
         if cut < 0:
             return [], ids
-        head = self.tok(prompt[: cut + len(self.prefix_marker)])["input_ids"]
+        head = self._head_ids(prompt[: cut + len(self.prefix_marker)])
         if len(head) >= len(ids) or ids[: len(head)] != head:
             return [], ids
         return head, ids[len(head):]
+
+    def _head_ids(self, head: str) -> list[int]:
+        """Heads repeat (one per schema): tokenize each once."""
+        ids = self._head_tokens.get(head)
+        if ids is None:
+            ids = self._head_tokens[head] = self.tok(head)["input_ids"]
+            while len(self._head_tokens) > max(1, self.prefix_cache.size):
+                self._head_tokens.popitem(last=False)
+        else:
+            self._head_tokens.move_to_end(head)
+        return ids
 
     def _head_kv(self, head: list[int], adapter: str | None) -> list:
         from transformers import DynamicCache
@@ -238,9 +256,9 @@ class HFEngine:
         positions follow the attention mask, so the pads in between change nothing."""
         from transformers import StaticCache
 
-        splits = [self._split(r.prompt) for r in reqs]
+        splits = [self._split(r) for r in reqs]
         if not any(head for head, _ in splits):
-            return self.tok([r.prompt for r in reqs], return_tensors="pt", padding=True).to(self.device)
+            return self.tok.pad({"input_ids": [r.ids for r in reqs]}, return_tensors="pt").to(self.device)
         P, S = max(len(h) for h, _ in splits), max(len(t) for _, t in splits)
         ids = torch.full((len(reqs), P + S), self.tok.pad_token_id, dtype=torch.long)
         mask = torch.zeros((len(reqs), P + S), dtype=torch.long)

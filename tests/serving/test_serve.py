@@ -124,6 +124,23 @@ def test_concurrent_requests_are_batched_and_answers_unchanged(server):
     assert max(sizes) > 1, sizes
 
 
+def test_batch_size_follows_the_replicas_concurrency(server):
+    from ray import serve
+
+    body = {"context": DDL, "question": "Show the highest level", "max_new_tokens": 8}
+    handle = serve.get_deployment_handle("SQLModel", app_name="sqlray")
+    with _client(server) as c:
+        for _ in range(3):
+            assert c.post("/v1/sql", json=body).status_code == 200
+    # One client at a time: a batch closes with its one request instead of waiting out the timeout.
+    assert handle.stats.remote().result()["batch_target"] == 1
+    before = len(handle.stats.remote().result()["batch_sizes"])
+    rs = _concurrent(server, [("/v1/sql", body)] * 8)
+    assert [r.status_code for r in rs] == [200] * 8
+    st = handle.stats.remote().result()
+    assert st["batch_target"] > 1 and max(st["batch_sizes"][before:]) > 1, st
+
+
 def test_adapters_switch_per_request(server):
     body = {"context": DDL, "question": "How many players?", "max_new_tokens": 24}
     with _client(server) as c:
