@@ -7,6 +7,7 @@ a batch only runs the questions through the model (vLLM's prefix caching, for th
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import Counter, OrderedDict, deque
@@ -128,7 +129,9 @@ class HFEngine:
         # A prompt's head up to the last marker is cached; the marker ends the shared part of the prompt.
         self.prefix_marker = prefix_marker
         self.prefix_cache = PrefixCache(prefix_cache_size)
-        self._head_tokens: OrderedDict[str, list[int]] = OrderedDict()
+        # Heads repeat (one per schema): each is tokenized once.
+        self._head_ids = functools.lru_cache(maxsize=max(1, prefix_cache_size))(
+            lambda head: self.tok(head)["input_ids"])
         # Who still needs each adapter: Serve's LRU entry and every batch or stream using it. The last
         # release unloads it, so an eviction never pulls an adapter from under a running generate().
         self._refs: Counter[str] = Counter()
@@ -225,17 +228,6 @@ class HFEngine:
             return [], ids
         return head, ids[len(head):]
 
-    def _head_ids(self, head: str) -> list[int]:
-        """Heads repeat (one per schema): tokenize each once."""
-        ids = self._head_tokens.get(head)
-        if ids is None:
-            ids = self._head_tokens[head] = self.tok(head)["input_ids"]
-            while len(self._head_tokens) > max(1, self.prefix_cache.size):
-                self._head_tokens.popitem(last=False)
-        else:
-            self._head_tokens.move_to_end(head)
-        return ids
-
     def _head_kv(self, head: list[int], adapter: str | None) -> list:
         from transformers import DynamicCache
 
@@ -313,7 +305,7 @@ class HFEngine:
         """Decoded pieces as they are generated, holding back any text that could begin a stop string."""
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-        enc = self.tok([req.prompt], return_tensors="pt").to(self.device)
+        enc = self.tok.pad({"input_ids": [self._ids(req)]}, return_tensors="pt").to(self.device)
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         cancel = threading.Event()  # set when the client has what it needs (or went away)
         stops = StoppingCriteriaList([_RowStops(self.tok, enc["input_ids"].shape[1], [req]), _Cancelled(cancel)])
