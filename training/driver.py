@@ -41,8 +41,8 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
            # DeepSpeed JIT-builds its ops once; a shared cache keeps later runs from rebuilding them.
            "TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR",
                                                   str(Path("~/.cache/sqlray/torch_extensions").expanduser()))}
-    if not cfg.scaling.use_gpu:
-        env["DS_ACCELERATOR"] = "cpu"
+    # Explicit both ways: a worker's env vars merge over the cluster's, which may say "cpu".
+    env["DS_ACCELERATOR"] = "cuda" if cfg.scaling.use_gpu else "cpu"
     return env
 
 

@@ -20,10 +20,11 @@ class MemoryEstimate:
     gradients: float
     optimizer: float
     activations: float
+    logits: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.weights + self.gradients + self.optimizer + self.activations
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits
 
 
 def _meta_model(name_or_path: str):
@@ -51,9 +52,14 @@ def estimate_memory(cfg: TrainConfig) -> MemoryEstimate:
     half = cfg.deepspeed.precision in ("bf16", "fp16")
     method = cfg.model.method
     t = n if method == "full" else _lora_params(model, cfg)
-    # Weights: 4-bit NF4 is 0.5 byte + ~0.03 byte of (double-quantised) constants per parameter.
-    wbytes = 0.53 if method == "qlora" else (2 if half else 4)
-    weights = n * wbytes / (world if stage == 3 and method != "qlora" else 1)
+    if method == "qlora":
+        # NF4 is 0.5 byte + ~0.03 byte of (double-quantised) constants per parameter, for the linear
+        # layers only: embeddings, norms and lm_head stay unquantised, in fp32 after k-bit preparation.
+        linear = sum(m.weight.numel() for name, m in model.named_modules()
+                     if isinstance(m, torch.nn.Linear) and "lm_head" not in name)
+        weights = linear * 0.53 + (n - linear) * 4
+    else:
+        weights = n * (2 if half else 4) / (world if stage == 3 else 1)
     if method != "full":
         weights += t * (2 if half else 4)
     gradients = t * (2 if half else 4) / (world if stage >= 2 else 1)
@@ -66,7 +72,10 @@ def estimate_memory(cfg: TrainConfig) -> MemoryEstimate:
     h, layers, a = mc.hidden_size, mc.num_hidden_layers, mc.num_attention_heads
     per_layer = s * b * h * (34 + 5 * a * s / h) * (1 if half else 2)
     activations = (layers * 2 * s * b * h + per_layer) if cfg.model.gradient_checkpointing else layers * per_layer
-    return MemoryEstimate(n, t, weights, gradients, optimizer, activations)
+    # The loss works on fp32 logits and their gradient: ~8 bytes a logit (measured on an H100 with
+    # benchmarks/gpu_memory.py: a 78k vocabulary x 8k tokens is ~5 GiB, more than the checkpointed layers).
+    logits = s * b * mc.vocab_size * 8
+    return MemoryEstimate(n, t, weights, gradients, optimizer, activations, logits)
 
 
 def format_estimate(e: MemoryEstimate, cfg: TrainConfig) -> str:
@@ -76,5 +85,5 @@ def format_estimate(e: MemoryEstimate, cfg: TrainConfig) -> str:
             f"ZeRO-{ds.stage}, {cfg.scaling.num_workers} workers, micro-batch {cfg.train.micro_batch_size} x "
             f"{cfg.data.max_length} tokens")
     rows = [("parameters", e.weights), ("gradients", e.gradients), ("optimizer state", e.optimizer),
-            ("activations", e.activations), ("total per GPU", e.total)]
+            ("activations", e.activations), ("logits (loss)", e.logits), ("total per GPU", e.total)]
     return head + "\n" + "\n".join(f"  {k:<16}{v / GiB:>10.2f} GiB" for k, v in rows)

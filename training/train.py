@@ -88,8 +88,9 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
                           collate_fn=collate, drop_last=(k == "train")) for k in splits}, samplers["train"]
 
 
-def _mean_across_ranks(total: float, count: float) -> float:
-    t = torch.tensor([total, count], dtype=torch.float64)
+def _mean_across_ranks(total: float, count: float, device) -> float:
+    # on the engine's device: NCCL (GPU workers) reduces CUDA tensors only
+    t = torch.tensor([total, count], dtype=torch.float64, device=device)
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return float(t[0] / max(t[1], 1))
@@ -106,7 +107,7 @@ def evaluate_loss(engine, loader) -> float:
         total += float(engine(**batch).loss) * n
         tokens += n
     engine.train()
-    return _mean_across_ranks(total, tokens)
+    return _mean_across_ranks(total, tokens, engine.device)
 
 
 def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path) -> None:
@@ -203,8 +204,8 @@ def train_fn_per_worker(config: dict) -> None:
             if bar is not None:
                 bar.update(1)
             if state.global_step % cfg.train.log_every_steps == 0 or state.global_step == total:
-                state.history.append({"step": state.global_step, "loss": _mean_across_ranks(run_sum, run_n),
-                                      "lr": engine.get_lr()[0]})
+                loss_avg = _mean_across_ranks(run_sum, run_n, engine.device)
+                state.history.append({"step": state.global_step, "loss": loss_avg, "lr": engine.get_lr()[0]})
                 run_sum = run_n = 0.0
             if state.global_step % cfg.train.eval_every_steps == 0 and state.global_step < total:
                 _checkpoint_step(engine, state, loaders["eval"], rank)

@@ -1,0 +1,16 @@
+"""training/model.py: the pure builders."""
+import pytest
+
+from training.config import load_config
+from training.model import build_model
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_built_model_is_ready_to_train(tiny_model, method):
+    # from_pretrained hands back eval mode, where gradient checkpointing and LoRA dropout do nothing.
+    cfg = load_config(None, [f"model.name_or_path={tiny_model}", f"model.method={method}",
+                             "model.gradient_checkpointing=true"])
+    model = build_model(cfg.model)
+    assert all(m.training for m in model.modules())
+    assert model.is_gradient_checkpointing
+    assert model.config.use_cache is False
