@@ -1,4 +1,6 @@
-"""Thin HTTP routes (FastAPI under Ray Serve): parse, validate, call the model deployment, shape the answer.
+"""Thin HTTP routes (FastAPI under Ray Serve): parse, validate, hand the requests to the replica's batcher,
+shape the answer. ``Routes`` knows nothing of the model: the replica class that mixes it in (serving/app.py)
+provides ``_run`` (generate a list of requests), ``_pieces`` (stream one) and ``ready``.
 
 Every failure a client can cause is a JSON error with a status below 500; the process never exits on one.
 """
@@ -7,11 +9,11 @@ import hmac
 import json
 import os
 import time
+from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
-from ray.serve.exceptions import BackPressureError
 
 from evaluation.generate import STOP_STRINGS
 from evaluation.sql import extract_sql, parses
@@ -34,15 +36,14 @@ def _usage(results) -> dict:
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-@serve.ingress(app)
-class Router:
-    def __init__(self, model_handle, settings: dict):
-        self.model = model_handle
-        self.s = ServeSettings.model_validate(settings)
-        self.name = self.s.served_name
-        self.api_key = os.environ.get(self.s.api_key_env) if self.s.api_key_env else None
-        if self.s.api_key_env and not self.api_key:
-            raise RuntimeError(f"api_key_env={self.s.api_key_env} is set but that environment variable is empty")
+class Routes:
+    """The HTTP surface, mixed into the model replica (one hop: proxy -> replica, no router actor between)."""
+
+    def _init_routes(self, s: ServeSettings) -> None:
+        self.name = s.served_name
+        self.api_key = os.environ.get(s.api_key_env) if s.api_key_env else None
+        if s.api_key_env and not self.api_key:
+            raise RuntimeError(f"api_key_env={s.api_key_env} is set but that environment variable is empty")
 
     # -- helpers ---------------------------------------------------------------------------------
     def _auth(self, request: Request) -> None:
@@ -58,7 +59,10 @@ class Router:
         return parse_json_body(await request.body(), model, self.s.max_body_bytes)
 
     def _adapter_for(self, name: str | None, param: str) -> str | None:
-        """None for the base model; 404 for a name that is neither the model nor an adapter."""
+        """None for the base model; 404 for a name that is neither the model nor an adapter. Without one in
+        the body, Serve's multiplexing header (``serve_multiplexed_model_id``) names it: a client that sends
+        the header is routed to a replica that already holds that adapter."""
+        name = name or serve.get_multiplexed_model_id() or None
         if name is None or name == self.name:
             return None
         if name not in self.s.adapters:
@@ -78,32 +82,29 @@ class Router:
         if len(text) > self.s.max_input_chars:
             raise APIError(413, f"{param}: {len(text)} characters; the limit is {self.s.max_input_chars}", param=param)
 
-    def _handle(self, adapter: str | None):
-        return self.model.options(multiplexed_model_id=adapter or "")
+    async def _run(self, reqs: list[GenRequest]) -> list:
+        raise NotImplementedError  # the replica class provides it
 
-    async def _run(self, reqs: list[GenRequest]):
+    def _pieces(self, req: GenRequest) -> AsyncIterator[str]:
+        raise NotImplementedError  # the replica class provides it
+
+    async def _generate(self, reqs: list[GenRequest]) -> list:
         try:
-            refs = [self._handle(r.adapter).generate.remote(r) for r in reqs]
-            return [await ref for ref in refs]
-        except BackPressureError:
-            raise APIError(503, "server busy: the request queue is full, retry later", type_="overloaded",
-                           headers={"Retry-After": "1"}) from None
+            return await self._run(reqs)
         except PromptTooLong as e:
             raise APIError(400, str(e), param="prompt", type_="context_length_exceeded") from None
 
     def _stream(self, req: GenRequest, kind: str) -> StreamingResponse:
         cid, model = new_id("cmpl" if kind == "completion" else "chatcmpl"), req.adapter or self.name
+        pieces = self._pieces(req)  # admission (503) happens here, before the 200 of the stream is sent
 
         async def events():
             first = True
             try:
-                gen = self._handle(req.adapter).options(stream=True).stream.remote(req)
-                async for piece in gen:
+                async for piece in pieces:
                     yield stream_chunk(kind, cid, model, piece, None, first)
                     first = False
                 yield stream_chunk(kind, cid, model, None, "stop", first)
-            except BackPressureError:
-                yield f"data: {json.dumps(APIError(503, 'server busy, retry later').body())}\n\n"
             except PromptTooLong as e:
                 yield f"data: {json.dumps(APIError(400, str(e)).body())}\n\n"
             yield "data: [DONE]\n\n"
@@ -117,11 +118,9 @@ class Router:
 
     @app.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        try:
-            info = await self.model.ready.remote()
-            return JSONResponse({"ready": True, "model": self.name, **info})
-        except Exception as e:  # noqa: BLE001 - not ready, whatever the reason
-            return JSONResponse({"ready": False, "error": str(e)[:200]}, status_code=503)
+        # Routes live in the model replica, which Serve starts only once the model is loaded: until
+        # then the proxy has no replica and answers 503 itself.
+        return JSONResponse({"ready": True, "model": self.name, **self.ready()})
 
     @app.get("/v1/models")
     def models(self, request: Request) -> dict:
@@ -139,7 +138,7 @@ class Router:
         adapter = self._adapter_for(body.adapter, "adapter")
         req = GenRequest(make_prompt(body.context, body.question),
                          self._limit(body.max_new_tokens, "max_new_tokens"), list(STOP_STRINGS), adapter)
-        (res,) = await self._run([req])
+        (res,) = await self._generate([req])
         sql = extract_sql(res.text)
         # The SQL is parsed, never executed: this endpoint has no database to run it against.
         return {"sql": sql, "valid": bool(sql) and parses(sql), "model": self.name, "adapter": adapter,
@@ -160,7 +159,7 @@ class Router:
             if len(reqs) != 1:
                 raise APIError(422, "stream: only one prompt per streaming request", param="stream")
             return self._stream(reqs[0], "completion")
-        results = await self._run(reqs)
+        results = await self._generate(reqs)
         return completion_body(body.model, [(r.text, r.finish_reason) for r in results], _usage(results))
 
     @app.post("/v1/chat/completions")
@@ -173,5 +172,5 @@ class Router:
         req = GenRequest(prompt, self._limit(body.token_limit, "max_tokens"), body.stop or [], adapter)
         if body.stream:
             return self._stream(req, "chat")
-        (res,) = await self._run([req])
+        (res,) = await self._generate([req])
         return chat_body(body.model, res.text, res.finish_reason, _usage([res]))

@@ -153,6 +153,10 @@ def test_adapters_switch_per_request(server):
     assert len(raws) == 3, raws
     assert again["sql"] == outs["alpha"]["sql"]
     assert comp.status_code == 200 and comp.json()["model"] == "beta"
+    # Serve's multiplexing header picks the adapter too (and routes to a replica that holds it).
+    with _client(server) as c:
+        by_header = c.post("/v1/sql", json=body, headers={"serve_multiplexed_model_id": "beta"}).json()
+    assert by_header["adapter"] == "beta" and by_header["sql"] == outs["beta"]["sql"]
     # A mixed batch (base + both adapters at once) gives each request its own adapter's answer.
     rs = _concurrent(server, [("/v1/sql", {**body, "adapter": a}) for a in ("alpha", "beta")] + [("/v1/sql", body)])
     assert [r.json()["sql"] for r in rs] == [outs["alpha"]["sql"], outs["beta"]["sql"], base["sql"]]
@@ -211,6 +215,7 @@ def test_overload_gives_503_with_retry_after_and_the_server_survives(server):
     codes = [r.status_code for r in rs]
     assert codes.count(503) > 0 and codes.count(200) > 0, codes
     assert set(codes) <= {200, 503}
-    assert all(r.headers.get("retry-after") for r in rs if r.status_code == 503)
+    assert all(r.headers.get("retry-after") and r.json()["error"]["type"] == "overloaded"
+               for r in rs if r.status_code == 503)
     with _client(server) as c:
         assert c.post("/v1/sql", json={**body, "max_new_tokens": 8}).status_code == 200
