@@ -1,5 +1,5 @@
 """Ray Serve wiring: one deployment whose replicas hold the model (dynamic batching, LoRA multiplexing)
-and serve the HTTP routes themselves (serving/router.py's ``Routes``, mixed in).
+and serve the HTTP routes themselves (serving/routes.py's ``Routes``, mixed in).
 
 Routes and model share a replica so a request crosses one hop (proxy -> replica) instead of two through
 a router actor: on 2 CPU cores that was 18-31% more requests/s at 32 clients. Adapter affinity across
@@ -19,7 +19,7 @@ from ray import serve
 from serving.config import ServeSettings
 from serving.engine import GenRequest, GenResult
 from serving.protocol import APIError
-from serving.router import Routes, app
+from serving.routes import Routes, app
 from training.train import _resolve  # relative paths mean the driver's folder, as for Train workers
 
 
