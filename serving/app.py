@@ -136,6 +136,8 @@ class SQLModel(Routes):
 
     async def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
         self._check_room(len(reqs))
+        for r in reqs:  # PromptTooLong before any of them is queued (a refused list generates nothing)
+            self.engine.check(r)
         self._admitted += len(reqs)
         try:
             return list(await asyncio.gather(*[self.generate(r) for r in reqs]))
