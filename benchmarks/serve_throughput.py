@@ -1,9 +1,10 @@
 """Serving throughput: sqlray's Ray Serve endpoint (dynamic batching) at concurrency 1, 8 and 32 against
 the reference's way (a transformers ``pipeline`` called one request at a time), same model, same 2 cores,
 same prompts and token budget, in one run. The prompts are the bundled test split's: 200 questions about
-9 schemas, as a Text2SQL endpoint sees them (many questions per database), so the prefix cache hits. Two
-more deployments show what each part buys: one batching with a fixed wait (serve.batch's own policy: a
-batch closes when full or at the timeout) instead of the adaptive batch size, one without the prefix cache.
+9 schemas, as a Text2SQL endpoint sees them (many questions per database), so the prefix cache hits. More
+deployments show what each part buys: one batching with a fixed wait (serve.batch's own policy: a batch
+closes when full or at the timeout) instead of the adaptive batch size, one without the prefix cache, and
+one behind Serve's Python proxy instead of its HAProxy ingress (in a second Ray session).
 
     python benchmarks/serve_throughput.py [--model DIR] [--max-tokens 32] [--requests-per-client 8]
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -111,7 +113,7 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serving.cli import start
+    from serving.cli import HAPROXY_ENV, start, use_haproxy_ingress
     from serving.config import ServeSettings
     from training.tiny import ensure_tiny_model
 
@@ -120,25 +122,30 @@ def main() -> None:
     # The reference first, on an idle machine (Ray's processes still wind down after a shutdown).
     base = pipeline_baseline(model, _prompts(64), args.max_tokens, threads=2)
     engine_alone = engine_batch(model, _prompts(32), args.max_tokens, threads=2)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     results = {}
-    # The replica gets both cores (torch threads = num_cpus), like the single-process baseline.
-    setups = (("sqlray", True, 64, (1, 8, 32)), ("sqlray fixed batch wait", False, 64, (1, 8, 32)),
-              ("sqlray no prefix cache", True, 0, (32,)))
-    for label, adaptive, cache, levels in setups:
-        s = ServeSettings(model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
-                          max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=args.batch_wait,
-                          adaptive_batch_size=adaptive, default_max_tokens=args.max_tokens, prefix_cache_size=cache)
-        url = start(s)
-        for conc in levels:
-            prompts = _prompts(max(8, conc * args.requests_per_client))
-            # Two rounds of warm-up: the batch size settles on the new concurrency before the clock starts.
-            asyncio.run(_load(url, prompts[:2 * conc], conc, args.max_tokens))
-            results[f"{label} c={conc}"] = asyncio.run(_load(url, prompts, conc, args.max_tokens))
-        if label == "sqlray":  # what the HTTP path costs: the same load asking for one token each
-            results["sqlray c=32, 1 token (stack)"] = asyncio.run(_load(url, _prompts(128), 32, 1))
-        serve.shutdown()
-    ray.shutdown()
+    # The replica gets both cores (torch threads = num_cpus), like the single-process baseline. Serve reads
+    # its ingress flag when its processes start: one Ray session per ingress, HAProxy (sqlray's) first.
+    setups = {"1": (("sqlray", True, 64, (1, 8, 32)), ("sqlray fixed batch wait", False, 64, (1, 8, 32)),
+                    ("sqlray no prefix cache", True, 0, (32,))),
+              "0": (("sqlray, Serve's Python proxy", True, 64, (32,)),)}
+    use_haproxy_ingress()
+    for haproxy, group in setups.items():
+        os.environ[HAPROXY_ENV] = haproxy
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        for label, adaptive, cache, levels in group:
+            s = ServeSettings(model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
+                              max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=args.batch_wait,
+                              adaptive_batch_size=adaptive, default_max_tokens=args.max_tokens, prefix_cache_size=cache)
+            url = start(s)
+            for conc in levels:
+                prompts = _prompts(max(8, conc * args.requests_per_client))
+                # Two rounds of warm-up: the batch size settles on the new concurrency before the clock starts.
+                asyncio.run(_load(url, prompts[:2 * conc], conc, args.max_tokens))
+                results[f"{label} c={conc}"] = asyncio.run(_load(url, prompts, conc, args.max_tokens))
+            if label == "sqlray":  # what the HTTP path costs: the same load asking for one token each
+                results["sqlray c=32, 1 token (stack)"] = asyncio.run(_load(url, _prompts(128), 32, 1))
+            serve.shutdown()
+        ray.shutdown()
     results["engine alone, batch 32"] = engine_alone
     results["pipeline c=1 (reference)"] = base
     print(f"\n{'setup':<34}{'req/s':>8}{'p50 ms':>10}{'p99 ms':>10}{'x pipeline':>12}{'client cpu ms/req':>19}")

@@ -4,6 +4,19 @@ from __future__ import annotations
 import os
 import time
 
+HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
+
+
+def use_haproxy_ingress() -> None:
+    """For a Ray that sqlray starts itself: Serve's HAProxy ingress, a C load balancer straight to the
+    replicas' own HTTP servers, instead of Serve's Python proxy (here ~1.5x the requests/s at 32 clients).
+    Serve's processes read these when they start, so this runs before Ray does; clusters set them on their
+    nodes (cluster/kuberay/rayservice.yaml). An explicit setting in the environment wins."""
+    os.environ.setdefault(HAPROXY_ENV, "1")
+    # Replicas behind HAProxy stay up 30 s after a shutdown so that external load balancers can drop them;
+    # the local HAProxy is reconfigured by Serve itself, and the 30 s made every serve.shutdown time out.
+    os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+
 
 def start(settings, app_name: str = "sqlray") -> str:
     """Deploy on the current (or a new local) Ray cluster; returns the base URL once replicas are up."""
@@ -13,6 +26,7 @@ def start(settings, app_name: str = "sqlray") -> str:
     from serving.app import build_app
 
     if not ray.is_initialized():
+        use_haproxy_ingress()
         # An existing cluster (RAY_ADDRESS or `sqlray cluster up`) is joined; otherwise a local one starts.
         ray.init(runtime_env={"env_vars": {"SQLRAY_DRIVER_CWD": os.getcwd()}}, log_to_driver=False)
     serve.start(http_options={"host": settings.host, "port": settings.port,

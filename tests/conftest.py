@@ -11,6 +11,10 @@ DATA = REPO / "data" / "text2sql"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
+from serving.cli import use_haproxy_ingress  # noqa: E402
+
+use_haproxy_ingress()  # what `sqlray serve` starts Ray with: Serve's processes read it when they start
+
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped cleanly without one)")

@@ -119,6 +119,8 @@ def test_workers_request_gpus_and_serve_config_is_valid():
                 limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
                 assert int(limits["nvidia.com/gpu"]) >= 1, f"{path}: worker group without a GPU"
             if doc.get("kind") == "RayService":
+                for c in (n for n in _walk(doc) if "image" in n):  # Serve's HAProxy ingress on every node
+                    assert {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"} in c["env"], f"{path}: no HAProxy"
                 serve = ServeDeploySchema.model_validate(yaml.safe_load(spec["serveConfigV2"]))
                 app = serve.applications[0]
                 assert app.import_path == "serving.app:build_app"
