@@ -12,7 +12,9 @@ class ServeSettings(_Strict):
     adapters: dict[str, str] = Field(default_factory=dict,
                                      description="LoRA adapters by name -> folder; a request picks one by name.")
     create_tiny_if_missing: bool = Field(False, description="Build the embedded tiny model at `model` if absent.")
-    host: str = Field("127.0.0.1", description="HTTP bind address; keep loopback unless behind a private network.")
+    host: str = Field("127.0.0.1", description="HTTP bind address; keep loopback unless behind a private network. "
+                                               "Behind Serve's HAProxy ingress the replicas' own HTTP servers bind "
+                                               "it too (ports 30000-31000).")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
     num_replicas: int = Field(1, ge=1, description="Model replicas (min replicas when autoscaling).")
     max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound; None disables autoscaling.")
