@@ -9,7 +9,7 @@ HAPROXY_ENV = "RAY_SERVE_ENABLE_HA_PROXY"
 
 def use_haproxy_ingress() -> None:
     """For a Ray that sqlray starts itself: Serve's HAProxy ingress, a C load balancer straight to the
-    replicas' own HTTP servers, instead of Serve's Python proxy (here ~1.5x the requests/s at 32 clients).
+    replicas' own HTTP servers, instead of Serve's Python proxy (here 1.2-1.6x the requests/s at 32 clients).
     Serve's processes read these when they start, so this runs before Ray does; clusters set them on their
     nodes (cluster/kuberay/rayservice.yaml). An explicit setting in the environment wins."""
     os.environ.setdefault(HAPROXY_ENV, "1")
@@ -26,7 +26,8 @@ def start(settings, app_name: str = "sqlray") -> str:
     from serving.app import build_app
 
     if not ray.is_initialized():
-        use_haproxy_ingress()
+        if not os.environ.get("RAY_ADDRESS"):  # a cluster being joined keeps the ingress it was started with
+            use_haproxy_ingress()
         # An existing cluster (RAY_ADDRESS or `sqlray cluster up`) is joined; otherwise a local one starts.
         ray.init(runtime_env={"env_vars": {"SQLRAY_DRIVER_CWD": os.getcwd()}}, log_to_driver=False)
     serve.start(http_options={"host": settings.host, "port": settings.port,
