@@ -5,9 +5,10 @@
 
 No hub is reachable, so the model is the reference model's architecture (beomi/Yi-Ko-6B's config.json)
 with random fp16 weights, saved in HF format and loaded back with ``from_pretrained`` the way training
-does. Each method runs the training path's own pieces in one process: ``build_model`` (4-bit NF4 base
-for QLoRA), DeepSpeed ``wrap`` with the config's ZeRO stage and precision, then full-length micro-batches
-(the worst case: every sequence ``data.max_length`` tokens). Peak is ``torch.cuda.max_memory_allocated``.
+does. Each method runs the training path's own pieces, in a process of its own: ``build_training_model``
+(4-bit NF4 base for QLoRA), DeepSpeed ``wrap`` with the config's ZeRO stage and precision, then full-length
+micro-batches (the worst case: every sequence ``data.max_length`` tokens). Peak is
+``torch.cuda.max_memory_allocated``.
 """
 from __future__ import annotations
 
@@ -51,13 +52,11 @@ def save_random_model(shape: str, folder: Path) -> Path:
 
 def measure(cfg, steps: int) -> dict:
     """Peak GPU memory (and step time) of ``steps`` optimizer steps on the training path's own pieces."""
-    from training.model import build_model
     from training.parallelize import wrap
+    from training.train import build_training_model
 
     torch.cuda.reset_peak_memory_stats()
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.deepspeed.precision]
-    model = build_model(cfg.model, dtype=dtype if cfg.model.method != "qlora" else torch.float32,
-                        device_map={"": 0})
+    model = build_training_model(cfg, device_map={"": 0})
     loaded = torch.cuda.memory_allocated()
     engine = wrap(model, cfg, total_steps=steps * cfg.train.gradient_accumulation_steps)
     wrapped = torch.cuda.memory_allocated()
@@ -104,7 +103,8 @@ def main() -> None:
     ap.add_argument("--config", default=str(REPO / "configs" / "yi-ko-6b-qlora.yaml"))
     ap.add_argument("--shape", choices=sorted(SHAPES), default="yi-ko-6b")
     ap.add_argument("--methods", nargs="+", default=["qlora", "lora"])
-    ap.add_argument("--steps", type=int, default=1, help="optimizer steps (each gradient_accumulation_steps micro-batches)")
+    ap.add_argument("--steps", type=int, default=1,
+                    help="optimizer steps (each gradient_accumulation_steps micro-batches)")
     ap.add_argument("--grad-accum", type=int, default=1, help="override train.gradient_accumulation_steps")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)

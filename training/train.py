@@ -162,10 +162,20 @@ def _progress(rank: int, total: int, initial: int):
     return bar
 
 
+def build_training_model(cfg: TrainConfig, device_map=None):
+    """The model in the dtype the DeepSpeed precision asks for; QLoRA loads its unquantised parts in fp32
+    (k-bit preparation upcasts them anyway). benchmarks/gpu_memory.py measures this same call."""
+    from training.model import build_model
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.deepspeed.precision]
+    return build_model(cfg.model, dtype=dtype if cfg.model.method != "qlora" else torch.float32,
+                       device_map=device_map)
+
+
 def train_fn_per_worker(config: dict) -> None:
     import ray.train
 
-    from training.model import build_model, build_tokenizer
+    from training.model import build_tokenizer
     from training.parallelize import init_distributed, wrap
 
     cfg = resolve_paths(TrainConfig.model_validate(config))
@@ -181,9 +191,7 @@ def train_fn_per_worker(config: dict) -> None:
     steps_per_epoch = len(loaders["train"]) // ga
     total = steps_per_epoch * cfg.train.epochs
     total = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.deepspeed.precision]
-    model = build_model(cfg.model, dtype=dtype if cfg.model.method != "qlora" else torch.float32,
-                        device_map={"": ctx.get_local_rank()} if cfg.scaling.use_gpu else None)
+    model = build_training_model(cfg, device_map={"": ctx.get_local_rank()} if cfg.scaling.use_gpu else None)
     engine = wrap(model, cfg, total)
     state = _restore(engine, rank)
     bar = _progress(rank, total, state.global_step)
