@@ -10,7 +10,7 @@ import json
 import time
 from pathlib import Path
 
-from evaluation.scoring import score_row, score_rows
+from sqlray.evaluation.scoring import score_row, score_rows
 
 REPO = Path(__file__).resolve().parents[1]
 

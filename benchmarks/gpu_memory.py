@@ -52,8 +52,8 @@ def save_random_model(shape: str, folder: Path) -> Path:
 
 def measure(cfg, steps: int) -> dict:
     """Peak GPU memory (and step time) of ``steps`` optimizer steps on the training path's own pieces."""
-    from training.parallelize import wrap
-    from training.train import build_training_model
+    from sqlray.training.parallelize import wrap
+    from sqlray.training.train import build_training_model
 
     torch.cuda.reset_peak_memory_stats()
     model = build_training_model(cfg, device_map={"": 0})
@@ -80,7 +80,7 @@ def measure(cfg, steps: int) -> dict:
 
 
 def _config(args, folder, method):
-    from training.config import load_config
+    from sqlray.training.config import load_config
 
     return load_config(args.config, [f"model.name_or_path={folder}", f"model.method={method}",
                                      f"train.gradient_accumulation_steps={args.grad_accum}", *args.overrides])
@@ -91,7 +91,7 @@ def _child(args) -> None:
     for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
                  "MASTER_PORT": "29531"}.items():
         os.environ.setdefault(k, v)
-    from training.parallelize import init_distributed
+    from sqlray.training.parallelize import init_distributed
 
     init_distributed(True)
     got = measure(_config(args, args.model, args.measure), args.steps)
@@ -114,7 +114,7 @@ def main() -> None:
         sys.exit("benchmarks/gpu_memory.py needs a CUDA GPU")
     if args.measure:
         return _child(args)
-    from training.estimate import estimate_memory
+    from sqlray.training.estimate import estimate_memory
 
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, shape {args.shape}", flush=True)
     rows = []

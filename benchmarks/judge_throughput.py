@@ -9,8 +9,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from evaluation.fake_openai import FakeOpenAI, Faults
-from evaluation.judge_runner import JudgeSettings, run_judge
+from sqlray.evaluation.fake_openai import FakeOpenAI, Faults
+from sqlray.evaluation.judge_runner import JudgeSettings, run_judge
 
 CTX = "CREATE TABLE t (id INT PRIMARY KEY, v INT);"
 

@@ -22,8 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _prompts(n: int) -> list[str]:
-    from training.data import load_text2sql
-    from training.prompt import make_prompt
+    from sqlray.text2sql import load_text2sql, make_prompt
 
     rows = list(load_text2sql(str(REPO / "data" / "text2sql"))["test"])
     return [make_prompt(r["context"], r["question"]) for r in (rows * (n // len(rows) + 1))[:n]]
@@ -55,7 +54,7 @@ def pipeline_baseline(model: str, prompts: list[str], max_tokens: int, threads: 
 
 def engine_batch(model: str, prompts: list[str], max_tokens: int, threads: int) -> dict:
     """The serve engine in-process, one batch of all prompts at a time: generation without HTTP or Ray."""
-    from serving.engine import GenRequest, HFEngine
+    from sqlray.serving.engine import GenRequest, HFEngine
 
     eng = HFEngine(model, threads=threads, prefix_marker="### Question:\n", prefix_cache_size=64)
     reqs = [GenRequest(p, max_tokens) for p in prompts]
@@ -113,9 +112,9 @@ def main() -> None:
     import ray
     from ray import serve
 
-    from serving.cli import HAPROXY_ENV, start, use_haproxy_ingress
-    from serving.config import ServeSettings
-    from training.tiny import ensure_tiny_model
+    from sqlray.serving.cli import HAPROXY_ENV, start, use_haproxy_ingress
+    from sqlray.serving.config import ServeSettings
+    from sqlray.training.tiny import ensure_tiny_model
 
     model = args.model or (str(REPO / "runs/tiny-cpu/model") if (REPO / "runs/tiny-cpu/model").exists()
                            else str(ensure_tiny_model(REPO / ".cache/tiny-llama")))

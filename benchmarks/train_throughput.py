@@ -30,7 +30,8 @@ def plain_loop(model_dir: str, data: str, steps: int, warmup: int, mb: int, thre
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-    from training.data import load_text2sql, tokenize_split
+    from sqlray.text2sql import load_text2sql
+    from sqlray.training.data import tokenize_split
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -65,10 +66,11 @@ def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int) -> fl
         from torch.utils.data import DataLoader, DistributedSampler
         from transformers import DataCollatorForSeq2Seq
 
-        from training.config import load_config
-        from training.data import load_text2sql, tokenize_split
-        from training.model import build_model, build_tokenizer
-        from training.parallelize import init_distributed, wrap
+        from sqlray.training.config import load_config
+        from sqlray.text2sql import load_text2sql
+        from sqlray.training.data import tokenize_split
+        from sqlray.training.model import build_model, build_tokenizer
+        from sqlray.training.parallelize import init_distributed, wrap
 
         torch.set_num_threads(1)
         ctx = ray.train.get_context()
@@ -113,7 +115,7 @@ def main() -> None:
 
     import ray
 
-    from training.tiny import make_tiny_model
+    from sqlray.training.tiny import make_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(make_tiny_model(Path(tmp) / "tiny", data=args.data))

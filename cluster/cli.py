@@ -6,7 +6,7 @@ import sys
 
 
 def _cmd_cluster(args) -> None:
-    from cluster import local
+    from sqlray.cluster import local
 
     if args.action == "up":
         st = local.up(workers=args.workers, cpus_per_node=args.cpus_per_node, head_cpus=args.head_cpus)
@@ -21,7 +21,7 @@ def _cmd_cluster(args) -> None:
 
 
 def _cmd_submit(args) -> None:
-    from cluster import jobs
+    from sqlray.cluster import jobs
 
     cmd = args.entrypoint[1:] if args.entrypoint[:1] == ["--"] else args.entrypoint
     job_id = jobs.submit(cmd, args.address, args.working_dir)
@@ -34,7 +34,7 @@ def _cmd_submit(args) -> None:
 
 
 def _cmd_jobs(args) -> None:
-    from cluster import jobs
+    from sqlray.cluster import jobs
 
     c = jobs.client(args.address)
     if args.action == "list":

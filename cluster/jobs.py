@@ -20,7 +20,7 @@ def default_address() -> str:
     env = os.environ.get("RAY_ADDRESS", "")
     if env.startswith("http"):
         return env
-    from cluster.local import ClusterState, state_dir
+    from sqlray.cluster.local import ClusterState, state_dir
 
     state = ClusterState.load(state_dir())
     return state.dashboard_url if state else "http://127.0.0.1:8265"
@@ -30,7 +30,7 @@ def client(address: str | None = None):
     from ray.job_submission import JobSubmissionClient
 
     if os.path.exists(os.path.expanduser("~/.ray/auth_token")) and "RAY_AUTH_MODE" not in os.environ:
-        from cluster.local import enable_token_auth
+        from sqlray.cluster.local import enable_token_auth
 
         enable_token_auth()  # clusters from `sqlray cluster up` check Ray's token; the client sends it
     return JobSubmissionClient(address or default_address())

@@ -7,8 +7,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from evaluation.judge import clean_messages
-from evaluation.judge_runner import JudgeSettings, run_judge
+from sqlray.evaluation.judge import clean_messages
+from sqlray.evaluation.judge_runner import JudgeSettings, run_judge
 
 
 def _clean_build(r: dict) -> list[dict]:
@@ -17,8 +17,9 @@ def _clean_build(r: dict) -> list[dict]:
 
 def clean_dataset(source: str, out_dir: str | Path, s: JudgeSettings, split: str = "train",
                   journal: str | Path | None = None) -> dict:
-    from evaluation.cli import _write_jsonl, with_ids
-    from training.data import get_split, load_text2sql
+    from sqlray.core import atomic_write_jsonl
+    from sqlray.evaluation.cli import with_ids
+    from sqlray.text2sql import get_split, load_text2sql
 
     dd = load_text2sql(source)
     rows = with_ids(list(get_split(dd, split, source)))
@@ -30,8 +31,8 @@ def clean_dataset(source: str, out_dir: str | Path, s: JudgeSettings, split: str
         verdict = result["verdicts"][str(r["id"])]
         (kept if verdict == "yes" else dropped).append(
             r if verdict == "yes" else {**r, "judge": verdict, "judge_error": result["errors"][str(r["id"])]})
-    _write_jsonl(out / f"{split}.jsonl", kept)
-    _write_jsonl(out / "clean_report.jsonl", dropped)
+    atomic_write_jsonl(out / f"{split}.jsonl", kept)
+    atomic_write_jsonl(out / "clean_report.jsonl", dropped)
     src = Path(source)
     if src.is_dir():  # the other splits stay as they are, so the folder is a drop-in data.source
         for f in src.iterdir():

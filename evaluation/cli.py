@@ -3,20 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-
-def _write_jsonl(path: str | Path, rows: list[dict]) -> None:
-    """Atomic: a crash never leaves a half-written result file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+from sqlray.core import atomic_write_jsonl, ensure_ray
 
 
 def with_ids(rows: list[dict]) -> list[dict]:
@@ -31,26 +20,24 @@ def with_ids(rows: list[dict]) -> list[dict]:
 
 
 def _cmd_generate(args) -> None:
-    import ray
-
-    from evaluation.generate import generate_via_endpoint, generate_with_actors
-    from training.data import get_split, load_text2sql
+    from sqlray.evaluation.generate import generate_via_endpoint, generate_with_actors
+    from sqlray.text2sql import get_split, load_text2sql
 
     rows = with_ids(list(get_split(load_text2sql(args.data, args.data_config), args.split, args.data)))[: args.max_rows]
     if args.endpoint:
         preds = generate_via_endpoint(args.endpoint, args.model, rows, args.max_new_tokens, args.concurrency)
     else:
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        ensure_ray()
         preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size)
     by_id = {p["id"]: p for p in preds}
-    _write_jsonl(args.out, [{**r, "split": args.split, "prediction": by_id[r["id"]]["prediction"],
+    atomic_write_jsonl(args.out, [{**r, "split": args.split, "prediction": by_id[r["id"]]["prediction"],
                              "raw": by_id[r["id"]]["raw"]} for r in rows])
     print(args.out)
 
 
 def score_file(rows: list[dict], metrics: set[str], judge_settings=None, journal=None) -> list[dict]:
-    from evaluation.judge_runner import run_judge
-    from evaluation.scoring import ScoreError, score_rows
+    from sqlray.evaluation.judge_runner import run_judge
+    from sqlray.evaluation.scoring import ScoreError, score_rows
 
     rows = with_ids(rows)
     ids = [r["id"] for r in rows]
@@ -67,26 +54,24 @@ def score_file(rows: list[dict], metrics: set[str], judge_settings=None, journal
 
 
 def _cmd_score(args) -> None:
-    import ray
-
-    from evaluation.judge_runner import JudgeSettings
-    from evaluation.report import read_jsonl
+    from sqlray.evaluation.judge_runner import JudgeSettings
+    from sqlray.evaluation.report import read_jsonl
 
     metrics = {m.strip() for m in args.metrics.split(",")}
     unknown = metrics - {"em", "ex", "judge"}
     if unknown:
         raise SystemExit(f"sqlray: error: --metrics: unknown {sorted(unknown)}; expected em, ex, judge")
-    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    ensure_ray()
     settings = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm,
                              num_actors=args.judge_actors)
     journal = args.journal or f"{args.output}.journal.sqlite"
     scored = score_file(read_jsonl(args.input), metrics, settings, journal)
-    _write_jsonl(args.output, scored)
+    atomic_write_jsonl(args.output, scored)
     print(args.output)
 
 
 def _cmd_report(args) -> None:
-    from evaluation.report import plot_report, read_jsonl, report_tables
+    from sqlray.evaluation.report import plot_report, read_jsonl, report_tables
 
     files = {Path(f).stem: read_jsonl(f) for f in args.files}
     print(report_tables(files))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
-from evaluation.sandbox import DEFAULT_TIMEOUT_S, SandboxError, open_sandbox, run_query
+from sqlray.evaluation.sandbox import DEFAULT_TIMEOUT_S, SandboxError, open_sandbox, run_query
 
 
 @dataclass

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from evaluation.sql import extract_sql
-from training.prompt import make_prompt
+from sqlray.evaluation.sql import extract_sql
+from sqlray.text2sql import make_prompt
 
 STOP_STRINGS = ["###", "\n\n"]
 

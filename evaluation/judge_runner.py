@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluation.judge import Journal, RateLimiter, estimate_tokens, judge_messages, parse_verdict, request_key
+from sqlray.evaluation.judge import Journal, RateLimiter, estimate_tokens, judge_messages, parse_verdict, request_key
 
 
 @dataclass

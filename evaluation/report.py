@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from evaluation.scoring import summarize  # noqa: E402
+from sqlray.evaluation.scoring import summarize  # noqa: E402
 
 METRICS = ("em", "ex", "judge")
 
@@ -22,7 +22,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 try:
                     rows.append(json.loads(line))
                 except ValueError as e:
-                    from evaluation.scoring import ScoreError
+                    from sqlray.evaluation.scoring import ScoreError
 
                     raise ScoreError(f"{path}:{n}: not a JSON line: {e}") from None
     return rows

@@ -4,8 +4,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from evaluation.execution import execution_match
-from evaluation.sql import normalized_match, strict_match
+from sqlray.evaluation.execution import execution_match
+from sqlray.evaluation.sql import normalized_match, strict_match
 
 
 class ScoreError(ValueError):

@@ -16,11 +16,11 @@ from typing import AsyncIterator
 
 from ray import serve
 
-from serving.config import ServeSettings
-from serving.engine import GenRequest, GenResult
-from serving.protocol import APIError
-from serving.routes import Routes, app
-from training.train import _resolve  # relative paths mean the driver's folder, as for Train workers
+from sqlray.serving.config import ServeSettings
+from sqlray.serving.engine import GenRequest, GenResult
+from sqlray.serving.protocol import APIError
+from sqlray.serving.routes import Routes, app
+from sqlray.core import resolve_path  # relative paths mean the driver's folder, as for Train workers
 
 
 class _AdapterHandle:
@@ -44,7 +44,7 @@ class SQLModel(Routes):
     from the config)."""
 
     def __init__(self, settings: dict):
-        from serving.engine import HFEngine
+        from sqlray.serving.engine import HFEngine
 
         self.s = ServeSettings.model_validate(settings)
         self._init_routes(self.s)
@@ -52,7 +52,7 @@ class SQLModel(Routes):
         self._admitted = 0
         q = self.s.max_queued_requests
         self._capacity = None if q < 0 else self.s.max_ongoing_requests + q
-        self.engine = HFEngine(_resolve(self.s.model), threads=max(1, int(self.s.num_cpus)),
+        self.engine = HFEngine(resolve_path(self.s.model), threads=max(1, int(self.s.num_cpus)),
                                prefix_marker=self.s.prefix_marker, prefix_cache_size=self.s.prefix_cache_size)
         self.generate_batch.set_max_batch_size(self.s.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(self.s.batch_wait_timeout_s)
@@ -66,7 +66,7 @@ class SQLModel(Routes):
         self._loader = serve.multiplexed(max_num_models_per_replica=self.s.max_adapters_per_replica)(load)
 
     async def _load_adapter(self, name: str) -> _AdapterHandle:
-        await asyncio.to_thread(self.engine.acquire, name, _resolve(self.s.adapters[name]))
+        await asyncio.to_thread(self.engine.acquire, name, resolve_path(self.s.adapters[name]))
         return _AdapterHandle(self.engine, name)
 
     async def _use_adapters(self, names: set[str]) -> list[str]:
@@ -181,12 +181,12 @@ class SQLModel(Routes):
 
 
 def build_app(args: dict):
-    """Application builder: ``serve run serving.app:build_app model=...`` or a Serve config's import_path."""
+    """Application builder: ``serve run sqlray.serving.app:build_app model=...`` or a Serve config's import_path."""
     s = ServeSettings.model_validate(args)
     if s.create_tiny_if_missing:
-        from training.tiny import ensure_tiny_model
+        from sqlray.training.tiny import ensure_tiny_model
 
-        ensure_tiny_model(_resolve(s.model))
+        ensure_tiny_model(resolve_path(s.model))
     autoscaling = None
     if s.max_replicas and s.max_replicas > s.num_replicas:
         autoscaling = {"min_replicas": s.num_replicas, "max_replicas": s.max_replicas,

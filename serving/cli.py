@@ -23,7 +23,7 @@ def start(settings, app_name: str = "sqlray") -> str:
     import ray
     from ray import serve
 
-    from serving.app import build_app
+    from sqlray.serving.app import build_app
 
     if not ray.is_initialized():
         if not os.environ.get("RAY_ADDRESS"):  # a cluster being joined keeps the ingress it was started with
@@ -37,8 +37,8 @@ def start(settings, app_name: str = "sqlray") -> str:
 
 
 def _cmd_serve(args) -> None:
-    from serving.config import ServeSettings
-    from training.config import ConfigError, load_config
+    from sqlray.serving.config import ServeSettings
+    from sqlray.core import ConfigError, load_yaml_config
 
     overrides = list(args.overrides)
     if args.model:
@@ -52,7 +52,7 @@ def _cmd_serve(args) -> None:
         overrides.append(f"host={args.host}")
     if args.port:
         overrides.append(f"port={args.port}")
-    settings = load_config(args.config, overrides, cls=ServeSettings)
+    settings = load_yaml_config(args.config, overrides, ServeSettings)
     for name, path in {"model": settings.model, **settings.adapters}.items():
         if not settings.create_tiny_if_missing and not os.path.exists(path) and path.startswith((".", "/", "runs")):
             raise ConfigError(f"{name}: {path} does not exist")

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from training.config import _Strict
+from sqlray.core import StrictModel
 
 
-class ServeSettings(_Strict):
+class ServeSettings(StrictModel):
     model: str = Field(".cache/tiny-llama", description="Model folder (HF format, e.g. a run's model/) or hub id.")
     model_name: str | None = Field(None, description="Name clients use in 'model'; default: the folder's name.")
     adapters: dict[str, str] = Field(default_factory=dict,

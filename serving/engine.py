@@ -112,7 +112,7 @@ class HFEngine:
 
     def __init__(self, model_path: str, device: str | None = None, threads: int | None = None,
                  prefix_marker: str | None = None, prefix_cache_size: int = 0):
-        from evaluation.generate import load_for_generation  # same loading (left padding, eval mode) as scoring
+        from sqlray.evaluation.generate import load_for_generation  # same loading (left padding, eval mode) as scoring
 
         if threads:
             torch.set_num_threads(threads)

@@ -15,13 +15,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
 
-from evaluation.generate import STOP_STRINGS
-from evaluation.sql import extract_sql, parses
-from serving.config import ServeSettings
-from serving.engine import GenRequest, PromptTooLong
-from serving.protocol import (APIError, ChatRequest, CompletionRequest, SqlRequest, chat_body, completion_body,
+from sqlray.evaluation.generate import STOP_STRINGS
+from sqlray.evaluation.sql import extract_sql, parses
+from sqlray.serving.config import ServeSettings
+from sqlray.serving.engine import GenRequest, PromptTooLong
+from sqlray.serving.protocol import (APIError, ChatRequest, CompletionRequest, SqlRequest, chat_body, completion_body,
                               new_id, parse_json_body, stream_chunk)
-from training.prompt import make_prompt
+from sqlray.text2sql import make_prompt
 
 app = FastAPI(title="sqlray", description="Text2SQL on Ray Serve: /v1/sql plus an OpenAI-compatible API.")
 

@@ -11,7 +11,7 @@ DATA = REPO / "data" / "text2sql"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from serving.cli import use_haproxy_ingress  # noqa: E402
+from sqlray.serving.cli import use_haproxy_ingress  # noqa: E402
 
 use_haproxy_ingress()  # what `sqlray serve` starts Ray with: Serve's processes read it when they start
 
@@ -38,7 +38,7 @@ def data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from training.tiny import make_tiny_model
+    from sqlray.training.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny", data=str(DATA))
 
@@ -47,8 +47,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def ray_cluster():
     import ray
 
-    from training.driver import worker_env
-    from training.config import TrainConfig
+    from sqlray.training.driver import worker_env
+    from sqlray.training.config import TrainConfig
 
     env = worker_env(TrainConfig.model_validate({"model": {"name_or_path": "x"}}))
     # The dashboard serves the State API that Ray Train uses to free the placement groups of trials

@@ -6,7 +6,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _sqlray(*args):
-    return subprocess.run([sys.executable, "-c", "from sqlray_cli import main; main()", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", "from sqlray.cli import main; main()", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -1,30 +1,23 @@
-"""The `sqlray` command. Each package adds its own subcommands: training (data, model, train, tune),
-evaluation (eval), serving (serve), cluster (cluster, submit, jobs)."""
+"""Training's subcommands of `sqlray`: data, model, train, tune (registered by sqlray.cli)."""
 from __future__ import annotations
 
-import argparse
 import json
-import logging
-import os
-import sys
+
+from sqlray.core import ConfigError, ensure_ray
 
 
 def _cmd_data(args) -> None:
-    from training.config import ConfigError
-
     if args.action == "clean":
         if not args.out:
             raise ConfigError("data clean: --out is required (a new folder for the cleaned dataset)")
-        import ray
+        from sqlray.evaluation.clean import clean_dataset
+        from sqlray.evaluation.judge_runner import JudgeSettings
 
-        from evaluation.clean import clean_dataset
-        from evaluation.judge_runner import JudgeSettings
-
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
+        ensure_ray()
         s = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm)
         print(json.dumps(clean_dataset(args.data, args.out, s, args.split), ensure_ascii=False))
     elif args.action == "generate":
-        from training.datagen import write_dataset, write_domain_dataset
+        from sqlray.training.datagen import write_dataset, write_domain_dataset
 
         out = args.out or "data/text2sql"
         rows = {"main": write_dataset(out, seed=args.seed), "game (shifted task)": write_domain_dataset(f"{out}-game", seed=args.seed)}
@@ -32,30 +25,30 @@ def _cmd_data(args) -> None:
 
 
 def _cmd_model(args) -> None:
-    from training.tiny import make_tiny_model
+    from sqlray.training.tiny import make_tiny_model
 
     path = make_tiny_model(args.out, data=args.data, vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers)
     print(path)
 
 
 def _cmd_train(args) -> None:
-    from training.config import load_config
+    from sqlray.training.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if args.estimate:
-        from training.estimate import estimate_memory, format_estimate
+        from sqlray.training.estimate import estimate_memory, format_estimate
 
         print(format_estimate(estimate_memory(cfg), cfg))
         return
     if args.no_eval:
         cfg.eval.enabled = False
-    from training.workflow import train_and_evaluate
+    from sqlray.training.workflow import train_and_evaluate
 
     train_and_evaluate(cfg)
 
 
 def _cmd_tune(args) -> None:
-    from training.tune import load_tune_config, run_tune
+    from sqlray.training.tune import load_tune_config, run_tune
 
     run_tune(load_tune_config(args.config, args.overrides))
 
@@ -93,40 +86,3 @@ def add_commands(sub) -> None:
     u.add_argument("--config", required=True, help="YAML tune config")
     u.add_argument("overrides", nargs="*", help="dotted overrides, e.g. num_samples=4 train.train.max_steps=60")
     u.set_defaults(fn=_cmd_tune)
-
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from evaluation.cli import add_commands as add_eval
-    from cluster.cli import add_commands as add_cluster
-    from serving.cli import add_commands as add_serve
-
-    p = argparse.ArgumentParser(prog="sqlray", description="Fine-tune, tune, serve and evaluate Text2SQL models on Ray.")
-    sub = p.add_subparsers(dest="command", required=True)
-    add_commands(sub)
-    add_eval(sub)
-    add_serve(sub)
-    add_cluster(sub)
-    return p
-
-
-def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
-    from evaluation.scoring import ScoreError
-    from training.config import ConfigError
-    from training.data import DataError
-
-    try:
-        args.fn(args)
-    except (ConfigError, DataError, ScoreError) as e:
-        if os.environ.get("SQLRAY_TRACEBACK"):
-            import traceback
-
-            traceback.print_exc()
-        print(f"sqlray: error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from sqlray.core import ConfigError, StrictModel, load_yaml_config
 
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message names the field."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+__all__ = ["ConfigError", "TrainConfig", "load_config"]
 
 
-class LoraSettings(_Strict):
+class LoraSettings(StrictModel):
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA input.")
@@ -25,14 +20,14 @@ class LoraSettings(_Strict):
         description="Module names to adapt, or 'all-linear'.")
 
 
-class QuantSettings(_Strict):
+class QuantSettings(StrictModel):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit data type (QLoRA uses NF4).")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too (QLoRA's double quant).")
     compute_dtype: Literal["float16", "bfloat16", "float32"] = Field(
         "float16", description="dtype the 4-bit weights are dequantised to for matmuls.")
 
 
-class ModelSettings(_Strict):
+class ModelSettings(StrictModel):
     name_or_path: str = Field(description="Hub id (e.g. beomi/Yi-Ko-6B) or a local folder in HF format.")
     method: Literal["full", "lora", "qlora"] = Field("full", description="Full fine-tuning, LoRA, or QLoRA (4-bit base + LoRA).")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="Adapter settings for lora/qlora.")
@@ -42,7 +37,7 @@ class ModelSettings(_Strict):
         False, description="If name_or_path has no model, build the embedded tiny Llama there (the default demo).")
 
 
-class DataSettings(_Strict):
+class DataSettings(StrictModel):
     source: str = Field("data/text2sql", description="Local folder/file (jsonl, csv, parquet) or a hub dataset id.")
     config_name: str | None = Field(None, description="Hub dataset config (e.g. 'origin' or 'clean').")
     train_split: str = Field("train", description="Split to train on.")
@@ -53,7 +48,7 @@ class DataSettings(_Strict):
     max_train_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (smoke runs).")
 
 
-class OptimSettings(_Strict):
+class OptimSettings(StrictModel):
     epochs: int = Field(1, ge=1, description="Passes over the training split.")
     max_steps: int | None = Field(None, ge=1, description="Stop after this many optimizer steps (a step budget).")
     micro_batch_size: int = Field(8, ge=1, description="Sequences per worker per forward pass.")
@@ -68,14 +63,14 @@ class OptimSettings(_Strict):
     eval_every_steps: int = Field(100, ge=1, description="Validation loss and a checkpoint every N steps.")
 
 
-class DeepSpeedSettings(_Strict):
+class DeepSpeedSettings(StrictModel):
     stage: Literal[0, 1, 2, 3] = Field(2, description="ZeRO stage: 1 shards optimizer state, 2 also gradients, 3 also parameters.")
     offload_optimizer: Literal["none", "cpu"] = Field("none", description="Keep optimizer state in CPU memory (ZeRO-Offload).")
     offload_param: Literal["none", "cpu"] = Field("none", description="Keep parameters in CPU memory (ZeRO-3 only).")
     precision: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="Training precision; bf16/fp16 need GPUs.")
 
 
-class ScalingSettings(_Strict):
+class ScalingSettings(StrictModel):
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks).")
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker (also its torch threads).")
@@ -83,14 +78,14 @@ class ScalingSettings(_Strict):
         "PACK", description="How workers are placed on nodes (Ray placement group strategy); SPREAD uses more nodes.")
 
 
-class RunSettings(_Strict):
+class RunSettings(StrictModel):
     name: str = Field("sqlray-run", pattern=r"^[A-Za-z0-9_.\-]+$", description="Run name; rerunning the same name resumes.")
     storage_path: str = Field("runs", description="Where runs live (local path, or a shared/cloud URI on clusters).")
     max_failures: int = Field(1, ge=-1, description="Worker-group restarts from the last checkpoint (-1: forever).")
     keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on storage.")
 
 
-class EvalSettings(_Strict):
+class EvalSettings(StrictModel):
     enabled: bool = Field(True, description="Score test splits before and after training.")
     max_new_tokens: int = Field(96, ge=1, le=2048, description="Generation limit for the SQL.")
     batch_size: int = Field(32, ge=1, description="Prompts per generate() call.")
@@ -98,7 +93,7 @@ class EvalSettings(_Strict):
     max_rows: int | None = Field(None, ge=1, description="Score only the first N rows of each split.")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     model: ModelSettings = Field(description="Base model and fine-tuning method.")
     data: DataSettings = Field(default_factory=DataSettings, description="Dataset source and splits.")
     train: OptimSettings = Field(default_factory=OptimSettings, description="Optimisation and schedule.")
@@ -133,53 +128,6 @@ class TrainConfig(_Strict):
         return t.micro_batch_size * t.gradient_accumulation_steps * self.scaling.num_workers
 
 
-def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = d.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {key!r}: {p!r} is not a section")
-        d = node
-    d[parts[-1]] = value
-
-
-def _format(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-        got = f" (got {err['input']!r})" if "input" in err and not isinstance(err["input"], dict) else ""
-        lines.append(f"  {loc}: {err['msg']}{got}")
-    return "\n".join(lines)
-
-
-def parse_overrides(overrides: list[str] | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for o in overrides or []:
-        if "=" not in o:
-            raise ConfigError(f"override {o!r}: expected key.sub=value")
-        k, v = o.split("=", 1)
-        _set_dotted(out, k.strip(), yaml.safe_load(v))
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    for k, v in extra.items():
-        base[k] = _merge(base.get(k, {}) or {}, v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return base
-
-
-def load_config(path: str | Path | None, overrides: list[str] | None = None, cls=TrainConfig):
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
     """Read YAML, apply ``a.b=value`` overrides (values parsed as YAML), validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
-    raw = _merge(raw, parse_overrides(overrides))
-    try:
-        return cls.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(f"invalid config {path or '(overrides)'}:\n{_format(e)}") from None
+    return load_yaml_config(path, overrides, TrainConfig)

@@ -11,8 +11,8 @@ import random
 from pathlib import Path
 from typing import Callable
 
-from evaluation.sandbox import open_sandbox, run_query
-from training.schemas import DATABASES, Database, Table, database_ddl
+from sqlray.evaluation.sandbox import open_sandbox, run_query
+from sqlray.training.schemas import DATABASES, Database, Table, database_ddl
 
 HELDOUT_DB_ID = 1  # the game database, held out like the reference's db_id == 1
 Row = dict

@@ -9,7 +9,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.config import ConfigError, TrainConfig
+from sqlray.core import ConfigError, ensure_ray, storage_root
+from sqlray.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,11 +23,6 @@ class TrainOutcome:
     history: list[dict]
     metrics: dict
     resumes: list[int]
-
-
-def storage_root(storage_path: str) -> str:
-    s = storage_path
-    return s if "://" in s else str(Path(s).expanduser().resolve())
 
 
 def run_dir(cfg: TrainConfig) -> Path:
@@ -48,10 +44,10 @@ def worker_env(cfg: TrainConfig) -> dict[str, str]:
 
 def preflight(cfg: TrainConfig) -> None:
     """Failures that need the data or the model folder, raised before Ray starts any worker."""
-    from training.data import get_split, load_text2sql
+    from sqlray.text2sql import get_split, load_text2sql
 
     if cfg.model.create_tiny_if_missing:
-        from training.tiny import ensure_tiny_model
+        from sqlray.training.tiny import ensure_tiny_model
 
         ensure_tiny_model(cfg.model.name_or_path, cfg.data.source)
     dd = load_text2sql(cfg.data.source, cfg.data.config_name)
@@ -67,20 +63,9 @@ def preflight(cfg: TrainConfig) -> None:
             f"sequences per step, but the training split has only {n} rows: lower one of them.")
 
 
-def _ensure_ray(cfg: TrainConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        # Joining a cluster (a job from `sqlray submit`): the job's runtime env stays as it is. A driver
-        # runtime_env here would replace it, and Ray would delete the job's working_dir (our cwd).
-        # Train workers get sqlray's variables through RunConfig(worker_runtime_env) instead.
-        ray.init(address=address, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
-    else:
-        ray.init(address="local", runtime_env={"env_vars": worker_env(cfg)}, log_to_driver=True,
-                 configure_logging=True, logging_level=logging.WARNING)
+def ensure_train_ray(cfg: TrainConfig) -> None:
+    """Join RAY_ADDRESS's cluster or start a local one whose workers carry sqlray's variables."""
+    ensure_ray(worker_env(cfg), log_to_driver=True)
 
 
 def build_trainer(cfg: TrainConfig, callbacks: list | None = None):
@@ -88,7 +73,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from training.train import train_fn_per_worker
+    from sqlray.training.train import train_fn_per_worker
 
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     scaling = ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
@@ -104,11 +89,11 @@ def build_trainer(cfg: TrainConfig, callbacks: list | None = None):
 def run_training(cfg: TrainConfig, checked: bool = False) -> TrainOutcome:
     """Train (resuming if this run name has a checkpoint), then copy the exported model into the run folder.
     ``checked``: the caller already ran preflight on this config."""
-    from training.plots import plot_loss
+    from sqlray.training.plots import plot_loss
 
     if not checked:
         preflight(cfg)
-    _ensure_ray(cfg)
+    ensure_train_ray(cfg)
     result = build_trainer(cfg).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"run {cfg.run.name} finished without a checkpoint: {result.error}")

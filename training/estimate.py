@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.config import TrainConfig
+from sqlray.training.config import TrainConfig
 
 GiB = 1024**3
 

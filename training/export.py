@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from training.config import ModelSettings
-from training.model import _peft_config, merge_adapter
+from sqlray.training.config import ModelSettings
+from sqlray.training.model import peft_config, merge_adapter
 
 
 def export_model(state: dict[str, torch.Tensor], cfg: ModelSettings, tokenizer, out: Path) -> Path:
@@ -20,11 +20,9 @@ def export_model(state: dict[str, torch.Tensor], cfg: ModelSettings, tokenizer, 
         if bad or unexpected:
             raise RuntimeError(f"exported weights do not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}")
     else:
-        from peft import PeftModel  # noqa: F401  (import check: peft is required here)
-
         adapter_dir = out / "adapter"
         adapter_dir.mkdir(parents=True, exist_ok=True)
-        peft_cfg = _peft_config(cfg)
+        peft_cfg = peft_config(cfg)
         peft_cfg.base_model_name_or_path = cfg.name_or_path
         peft_cfg.save_pretrained(adapter_dir)
         from safetensors.torch import save_file

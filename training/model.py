@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from training.config import ModelSettings
+from sqlray.training.config import ModelSettings
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -17,7 +17,7 @@ def build_tokenizer(name_or_path: str):
     return tok
 
 
-def _peft_config(cfg: ModelSettings):
+def peft_config(cfg: ModelSettings):
     from peft import LoraConfig, TaskType
 
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
@@ -51,7 +51,7 @@ def build_model(cfg: ModelSettings, dtype: torch.dtype = torch.float32, device_m
 
         if cfg.gradient_checkpointing:
             model.enable_input_require_grads()
-        model = get_peft_model(model, _peft_config(cfg))
+        model = get_peft_model(model, peft_config(cfg))
     # from_pretrained returns eval mode, where transformers skips gradient checkpointing and LoRA
     # dropout is off: a 6B QLoRA step then held every layer's activations (66 GiB peak on an H100).
     return model.train()
@@ -74,6 +74,6 @@ def merge_adapter(base_path: str, adapter_state: dict, cfg: ModelSettings, dtype
     from peft import get_peft_model, set_peft_model_state_dict
 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
-    peft_model = get_peft_model(base, _peft_config(cfg))
+    peft_model = get_peft_model(base, peft_config(cfg))
     set_peft_model_state_dict(peft_model, adapter_state)
     return peft_model.merge_and_unload()

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from training.config import TrainConfig
+from sqlray.training.config import TrainConfig
 
 CKPT_TAG = "state"
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import random
 import tempfile
 from dataclasses import dataclass, field
@@ -16,19 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import TrainConfig
+from sqlray.core import resolve_path
+from sqlray.training.config import TrainConfig
 
 STATE_FILE = "trainer_state.json"
-
-
-def _resolve(path: str) -> str:
-    """A relative path as the driver meant it: kept if it exists here (a job's working_dir on every
-    node), else joined to the driver's folder (local runs, where workers start in Ray's session dir)."""
-    p = Path(path)
-    if p.is_absolute() or p.exists() or not os.environ.get("SQLRAY_DRIVER_CWD"):
-        return path
-    candidate = Path(os.environ["SQLRAY_DRIVER_CWD"]) / p
-    return str(candidate) if candidate.exists() else path
 
 
 def map_paths(cfg: TrainConfig, fn) -> TrainConfig:
@@ -39,7 +29,7 @@ def map_paths(cfg: TrainConfig, fn) -> TrainConfig:
 
 
 def resolve_paths(cfg: TrainConfig) -> TrainConfig:
-    return map_paths(cfg, _resolve)
+    return map_paths(cfg, resolve_path)
 
 
 @dataclass
@@ -71,7 +61,8 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     from torch.utils.data import DataLoader, DistributedSampler
     from transformers import DataCollatorForSeq2Seq
 
-    from training.data import get_split, load_text2sql, tokenize_split
+    from sqlray.text2sql import get_split, load_text2sql
+    from sqlray.training.data import tokenize_split
 
     d = cfg.data
     dd = load_text2sql(d.source, d.config_name)
@@ -111,7 +102,7 @@ def evaluate_loss(engine, loader) -> float:
 
 
 def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path) -> None:
-    from training.parallelize import save_state
+    from sqlray.training.parallelize import save_state
 
     save_state(engine, folder / "deepspeed")
     torch.save(_rng_state(), folder / f"rng_rank{rank}.pt")
@@ -122,7 +113,7 @@ def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path) -> No
 def _restore(engine, rank: int) -> TrainerState:
     import ray.train
 
-    from training.parallelize import load_state
+    from sqlray.training.parallelize import load_state
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
@@ -165,7 +156,7 @@ def _progress(rank: int, total: int, initial: int):
 def build_training_model(cfg: TrainConfig, device_map=None):
     """The model in the dtype the DeepSpeed precision asks for; QLoRA loads its unquantised parts in fp32
     (k-bit preparation upcasts them anyway). benchmarks/gpu_memory.py measures this same call."""
-    from training.model import build_model
+    from sqlray.training.model import build_model
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.deepspeed.precision]
     return build_model(cfg.model, dtype=dtype if cfg.model.method != "qlora" else torch.float32,
@@ -175,8 +166,8 @@ def build_training_model(cfg: TrainConfig, device_map=None):
 def train_fn_per_worker(config: dict) -> None:
     import ray.train
 
-    from training.model import build_tokenizer
-    from training.parallelize import init_distributed, wrap
+    from sqlray.training.model import build_tokenizer
+    from sqlray.training.parallelize import init_distributed, wrap
 
     cfg = resolve_paths(TrainConfig.model_validate(config))
     ctx = ray.train.get_context()
@@ -254,8 +245,8 @@ def _checkpoint_step(engine, state: TrainerState, eval_loader, rank: int) -> Non
 
 
 def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainConfig, tokenizer) -> None:
-    from training.export import export_model
-    from training.parallelize import gather_weights
+    from sqlray.training.export import export_model
+    from sqlray.training.parallelize import gather_weights
 
     eval_loss = evaluate_loss(engine, eval_loader)
     _record_eval(state, eval_loss)

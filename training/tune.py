@@ -17,15 +17,16 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field
 
-from training.config import TrainConfig, _Strict
+from sqlray.core import ConfigError, StrictModel, absolute_path, load_yaml_config
+from sqlray.training.config import TrainConfig
+from sqlray.training.tune_report import MODES, write_outputs
 
 
 DRIVER_CPU = 0.01  # a trial's own driver; Ray refuses 0
-MODES = {"eval_loss": "min", "val_ex": "max"}
 END_METRICS = ("val_ex", "val_em")  # scored once a trial finishes
 
 
-class SearchSpace(_Strict):
+class SearchSpace(StrictModel):
     rank: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], description="LoRA ranks to try (choice).")
     alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
                                         description="alpha = multiple x rank (choice).")
@@ -37,12 +38,12 @@ class SearchSpace(_Strict):
                           "o_proj]]; None keeps the base config's.")
 
 
-class SchedulerSettings(_Strict):
+class SchedulerSettings(StrictModel):
     grace_period: int = Field(1, ge=1, description="ASHA: reports a trial always gets before it can be stopped.")
     reduction_factor: float = Field(2, gt=1, description="ASHA: keep the best 1/reduction_factor at each rung.")
 
 
-class TuneSettings(_Strict):
+class TuneSettings(StrictModel):
     name: str = Field("tune-lora", pattern=r"^[A-Za-z0-9_.\-]+$", description="Experiment name; rerun to resume.")
     storage_path: str = Field("runs", description="Where the experiment lives.")
     num_samples: int = Field(8, ge=1, description="Trials (with searcher=grid: repeats of the grid).")
@@ -62,9 +63,7 @@ class TuneSettings(_Strict):
 
 
 def load_tune_config(path: str | None, overrides: list[str] | None = None) -> TuneSettings:
-    from training.config import ConfigError, load_config
-
-    cfg = load_config(path, overrides, cls=TuneSettings)
+    cfg = load_yaml_config(path, overrides, TuneSettings)
     if cfg.train.model.method not in ("lora", "qlora"):
         raise ConfigError("train.model.method: tuning searches LoRA rank/alpha, so it must be lora or qlora")
     return cfg
@@ -130,13 +129,13 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
     """EM/EX of a trial's exported (merged) model on the validation split; runs as a Ray task."""
     import torch
 
-    from evaluation.generate import generate_sql, load_for_generation
-    from evaluation.scoring import join_predictions, score_row, summarize
-    from training.data import get_split, load_text2sql
-    from training.train import _resolve
+    from sqlray.evaluation.generate import generate_sql, load_for_generation
+    from sqlray.evaluation.scoring import join_predictions, score_row, summarize
+    from sqlray.text2sql import get_split, load_text2sql
+    from sqlray.core import resolve_path
 
     cfg = TrainConfig.model_validate(cfg_json)
-    split = get_split(load_text2sql(_resolve(cfg.data.source), cfg.data.config_name), cfg.data.eval_split,
+    split = get_split(load_text2sql(resolve_path(cfg.data.source), cfg.data.config_name), cfg.data.eval_split,
                       cfg.data.source)
     rows = [{**r, "id": i} for i, r in enumerate(split.select(range(min(max_rows, len(split)))))]
     with checkpoint.as_directory() as d:
@@ -153,7 +152,7 @@ def tune_trial(params: dict) -> None:
     import ray
     from ray import tune
 
-    from training.driver import build_trainer, worker_env
+    from sqlray.training.driver import build_trainer, worker_env
 
     ctx = tune.get_context()
     cfg = trial_config(params["base"], params, f"train-{ctx.get_trial_id()}", params["trial_storage"])
@@ -176,7 +175,7 @@ def _tuner(t: TuneSettings, exp_dir: Path):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from training.train import map_paths
+    from sqlray.training.train import map_paths
 
     trainable = tune.with_resources(tune_trial, {"CPU": DRIVER_CPU})  # the driver only waits; workers hold the resources
     if tune.Tuner.can_restore(str(exp_dir)):
@@ -191,7 +190,7 @@ def _tuner(t: TuneSettings, exp_dir: Path):
                          grace_period=t.scheduler.grace_period,
                          reduction_factor=t.scheduler.reduction_factor,
                          max_t=max(1, _reports_per_trial(t.train)))
-    base = map_paths(t.train.model_copy(deep=True), _absolute).model_dump(mode="json")
+    base = map_paths(t.train.model_copy(deep=True), absolute_path).model_dump(mode="json")
     space = {**param_space(t), "base": base, "trial_storage": str(exp_dir / "trials"), "objective": t.metric,
              "val_ex_rows": t.val_ex_rows}
     return tune.Tuner(trainable, param_space=space,
@@ -207,12 +206,6 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _absolute(path: str) -> str:
-    """Tune runs each trial in its own folder: a local path must not stay relative (hub ids stay)."""
-    p = Path(path)
-    return str(p.resolve()) if not p.is_absolute() and p.exists() else path
-
-
 def _reports_per_trial(c: TrainConfig) -> int:
     return math.ceil((c.train.max_steps or 10**6) / c.train.eval_every_steps)
 
@@ -224,7 +217,7 @@ def _trial_cpus(sc) -> float:
 
 def check_fits(t: TuneSettings, resources: dict) -> None:
     """A trial that can never be placed would wait forever: refuse it up front."""
-    from training.config import ConfigError
+    from sqlray.training.config import ConfigError
 
     sc = t.train.scaling
     need = _trial_cpus(sc)
@@ -250,23 +243,32 @@ def _max_concurrent(t: TuneSettings) -> int:
 
 
 def run_tune(t: TuneSettings) -> Path:
-    from training.driver import _ensure_ray, preflight, storage_root
-    from training.tune_report import write_outputs
+    from sqlray.core import storage_root
+    from sqlray.training.driver import ensure_train_ray, preflight
 
     if t.pretrain_config and not Path(t.train.model.name_or_path).exists():
-        from training.config import load_config
-        from training.driver import run_training
+        from sqlray.training.config import load_config
+        from sqlray.training.driver import run_training
 
         print(f"[sqlray] {t.train.model.name_or_path} missing: training the base with {t.pretrain_config}", flush=True)
         run_training(load_config(t.pretrain_config))
     preflight(t.train)
-    _ensure_ray(t.train)
+    ensure_train_ray(t.train)
     import ray
 
     check_fits(t, ray.cluster_resources())
     exp_dir = Path(storage_root(t.storage_path)) / t.name
     results = _tuner(t, exp_dir).fit()
-    return write_outputs(t, results, exp_dir)
+    best = write_outputs(t, results, exp_dir)
+    if best is not None:
+        (exp_dir / "best_config.yaml").write_text(best_trial_yaml(t, best.config))
+        ckpt = (best.metrics or {}).get("checkpoint_path")  # TuneReportCallback passes the Train checkpoint here
+        adapter = export_best_adapter(ckpt, exp_dir)
+        print(f"[sqlray] best trial: rank {best.config['rank']}, alpha {best.config['alpha_multiple'] * best.config['rank']:g}, "
+              f"lr {best.config['learning_rate']:.2e} -> {exp_dir / 'best_config.yaml'}"
+              + (f"; adapter {adapter}" if adapter else ""))
+    print(f"[sqlray] tune folder: {exp_dir}")
+    return exp_dir
 
 
 def best_trial_yaml(t: TuneSettings, params: dict) -> str:

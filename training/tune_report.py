@@ -1,5 +1,5 @@
-"""What a finished search leaves behind: a results table, a rank x alpha heatmap, the best config as
-a ready-to-train YAML, and the best trial's adapter."""
+"""What a finished search leaves behind: a results table and rank x alpha heatmaps (the best config and
+adapter are written by tune.run_tune from the trial this module picks)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,13 @@ from pathlib import Path
 
 import matplotlib
 
+from sqlray.core import format_table
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+# Each objective and which way is better.
+MODES = {"eval_loss": "min", "val_ex": "max"}
 
 
 def _best(df, metric: str, mode: str) -> float | None:
@@ -22,8 +27,6 @@ def _best(df, metric: str, mode: str) -> float | None:
 
 def trial_rows(results, metric: str) -> list[dict]:
     """One row per trial: its parameters, best eval_loss, the objective (if not eval_loss), steps and status."""
-    from training.tune import MODES
-
     rows = []
     for r in results:
         cfg = r.config or {}
@@ -45,29 +48,22 @@ def trial_rows(results, metric: str) -> list[dict]:
 def _order(row: dict, metric: str) -> tuple:
     """Sort key, best first: by the objective, ties (EX often has them) to the lower eval_loss, trials
     without the objective (stopped early, failed) last."""
-    from training.tune import MODES
-
     sign = -1 if MODES[metric] == "max" else 1
     loss = row["eval_loss"]
     return (row[metric] is None, sign * (row[metric] or 0), loss if loss is not None else float("inf"))
 
 
-def format_table(rows: list[dict], metric: str) -> str:
+def results_table(rows: list[dict], metric: str) -> str:
     cols = ["eval_loss"] + ([metric] if metric != "eval_loss" else [])
-    head = f"{'trial':<34}{'rank':>5}{'alpha':>7}{'lr':>10}" + "".join(f"{c:>11}" for c in cols) + f"{'steps':>7}  status"
-    lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: _order(r, metric)):
-        vals = "".join(f"{r[c]:>11.4f}" if r[c] is not None else f"{'-':>11}" for c in cols)
-        lr = f"{r['learning_rate']:.2e}" if r["learning_rate"] else "-"
-        lines.append(f"{r['trial'][:33]:<34}{r['rank'] or '-':>5}{r['alpha'] or '-':>7}{lr:>10}{vals}"
-                     f"{r['last_step'] or '-':>7}  {r['status']}" + (f": {r['error']}" if r["error"] else ""))
-    return "\n".join(lines)
+    body = [[r["trial"][:33], r["rank"], r["alpha"], f"{r['learning_rate']:.2e}" if r["learning_rate"] else None,
+             *[r[c] for c in cols], r["last_step"],
+             r["status"] + (f": {r['error']}" if r["error"] else "")]
+            for r in sorted(rows, key=lambda r: _order(r, metric))]
+    return format_table(["trial", "rank", "alpha", "lr", *cols, "steps", "status"], body, floats=".4f")
 
 
 def plot_heatmap(rows: list[dict], metric: str, path: Path) -> Path:
     """Best metric per (rank, alpha) cell; empty cells were not tried."""
-    from training.tune import MODES
-
     better = max if MODES[metric] == "max" else min
     ok = [r for r in rows if r[metric] is not None]
     ranks = sorted({r["rank"] for r in ok})
@@ -99,11 +95,10 @@ def _pick_best(rows: list[dict], results, metric: str):
     return min(ok, key=lambda rr: _order(rr[0], metric))[1] if ok else None
 
 
-def write_outputs(t, results, exp_dir: Path) -> Path:
-    from training.tune import best_trial_yaml, export_best_adapter
-
+def write_outputs(t, results, exp_dir: Path):
+    """results.txt/json and the heatmaps; returns the best trial's result (None if no trial has the objective)."""
     rows = trial_rows(results, t.metric)
-    table = format_table(rows, t.metric)
+    table = results_table(rows, t.metric)
     print("\n" + table + "\n")
     (exp_dir / "results.txt").write_text(table + "\n")
     (exp_dir / "results.json").write_text(json.dumps(rows, indent=2, default=str))
@@ -112,13 +107,4 @@ def write_outputs(t, results, exp_dir: Path) -> Path:
     if t.metric != "eval_loss" and any(r["eval_loss"] is not None for r in rows):
         # Trials ASHA stopped have a loss but no end-of-trial score: this map shows every trial.
         plot_heatmap(rows, "eval_loss", exp_dir / "rank_alpha_eval_loss.png")
-    best = _pick_best(rows, results, t.metric)
-    if best is not None:
-        (exp_dir / "best_config.yaml").write_text(best_trial_yaml(t, best.config))
-        ckpt = (best.metrics or {}).get("checkpoint_path")  # TuneReportCallback passes the Train checkpoint here
-        adapter = export_best_adapter(ckpt, exp_dir)
-        print(f"[sqlray] best trial: rank {best.config['rank']}, alpha {best.config['alpha_multiple'] * best.config['rank']:g}, "
-              f"lr {best.config['learning_rate']:.2e} -> {exp_dir / 'best_config.yaml'}"
-              + (f"; adapter {adapter}" if adapter else ""))
-    print(f"[sqlray] tune folder: {exp_dir}")
-    return exp_dir
+    return _pick_best(rows, results, t.metric)

@@ -2,24 +2,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
-from training.config import TrainConfig
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from sqlray.core import atomic_write_jsonl, atomic_write_text, format_table
+from sqlray.training.config import TrainConfig
 
 
 def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, tag: str = "") -> dict[str, dict]:
     """EM/EX on each test split with Ray generator actors; scored rows go to out_dir/scored_{tag}_{split}.jsonl."""
-    from evaluation.generate import generate_with_actors
-    from evaluation.scoring import join_predictions, score_row, summarize
-    from training.data import get_split, load_text2sql
+    from sqlray.evaluation.generate import generate_with_actors
+    from sqlray.evaluation.scoring import join_predictions, score_row, summarize
+    from sqlray.text2sql import get_split, load_text2sql
 
     dd = load_text2sql(cfg.data.source, cfg.data.config_name)
     results = {}
@@ -32,27 +26,22 @@ def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, ta
         scored = [score_row(r) for r in join_predictions(rows, preds)]
         results[split] = summarize(scored)["all"]
         if out_dir is not None:
-            _atomic_write(out_dir / f"scored_{tag}_{split}.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored))
+            atomic_write_jsonl(out_dir / f"scored_{tag}_{split}.jsonl", scored)
     return results
 
 
-def format_table(before: dict[str, dict], after: dict[str, dict]) -> str:
-    lines = [f"{'split':<16}{'n':>5}  {'EM before':>10}{'EM after':>10}  {'EX before':>10}{'EX after':>10}",
-             "-" * 63]
-    for split, a in after.items():
-        b = before.get(split, {})
-        fmt = lambda d, k: f"{d[k]:.3f}" if k in d else "-"  # noqa: E731
-        lines.append(f"{split:<16}{a['n']:>5}  {fmt(b, 'em'):>10}{fmt(a, 'em'):>10}  {fmt(b, 'ex'):>10}{fmt(a, 'ex'):>10}")
-    return "\n".join(lines)
+def before_after_table(before: dict[str, dict], after: dict[str, dict]) -> str:
+    rows = [[split, a["n"], before.get(split, {}).get("em"), a.get("em"), before.get(split, {}).get("ex"), a.get("ex")]
+            for split, a in after.items()]
+    return format_table(["split", "n", "EM before", "EM after", "EX before", "EX after"], rows)
 
 
 def train_and_evaluate(cfg: TrainConfig) -> Path:
-    from training.driver import _ensure_ray, preflight, run_dir, run_training
+    from sqlray.training.driver import ensure_train_ray, preflight, run_dir, run_training
 
     t0 = time.time()
     preflight(cfg)
-    _ensure_ray(cfg)
+    ensure_train_ray(cfg)
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     before = {}
@@ -70,9 +59,9 @@ def train_and_evaluate(cfg: TrainConfig) -> Path:
                "adapter_dir": str(outcome.adapter_dir) if outcome.adapter_dir else None,
                "splits": after, "before": before, "train": outcome.metrics,
                "wall_clock_s": round(time.time() - t0, 1), "config": cfg.model_dump(mode="json")}
-    _atomic_write(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     if after:
-        print("\n" + format_table(before, after) + "\n")
+        print("\n" + before_after_table(before, after) + "\n")
     print(f"[sqlray] loss curve: {out / 'loss_curve.png'}")
     print(f"[sqlray] run folder: {out}")
     return out

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster import jobs, local
+from sqlray.cluster import jobs, local
 
 REPO = Path(__file__).resolve().parents[2]
 

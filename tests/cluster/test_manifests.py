@@ -109,7 +109,7 @@ def test_manifest_validates_and_keeps_ray_private(path):
 def test_workers_request_gpus_and_serve_config_is_valid():
     from ray.serve.schema import ServeDeploySchema
 
-    from serving.config import ServeSettings
+    from sqlray.serving.config import ServeSettings
 
     for path in FILES:
         for doc in _docs(path):
@@ -123,5 +123,5 @@ def test_workers_request_gpus_and_serve_config_is_valid():
                     assert {"name": "RAY_SERVE_ENABLE_HA_PROXY", "value": "1"} in c["env"], f"{path}: no HAProxy"
                 serve = ServeDeploySchema.model_validate(yaml.safe_load(spec["serveConfigV2"]))
                 app = serve.applications[0]
-                assert app.import_path == "serving.app:build_app"
+                assert app.import_path == "sqlray.serving.app:build_app"
                 ServeSettings.model_validate(app.args)

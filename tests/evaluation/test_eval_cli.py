@@ -3,14 +3,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from evaluation.fake_openai import FakeOpenAI
+from sqlray.evaluation.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[2]
 CTX = "CREATE TABLE t (id INT PRIMARY KEY, v INT, name VARCHAR(20));"
 
 
 def _sqlray(*args):
-    return subprocess.run([sys.executable, "-c", "from sqlray_cli import main; main()", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-c", "from sqlray.cli import main; main()", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
 
 

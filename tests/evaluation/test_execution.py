@@ -2,8 +2,8 @@ import time
 
 import pytest
 
-from evaluation.execution import execution_match, parse_schema, results_match
-from evaluation.sandbox import open_sandbox, run_query
+from sqlray.evaluation.execution import execution_match, parse_schema, results_match
+from sqlray.evaluation.sandbox import open_sandbox, run_query
 
 DDL = """CREATE TABLE owners (
   owner_id INT PRIMARY KEY AUTO_INCREMENT,

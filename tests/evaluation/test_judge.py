@@ -8,9 +8,9 @@ from collections import Counter
 import psutil
 import pytest
 
-from evaluation.fake_openai import FakeOpenAI, Faults
-from evaluation.judge import Journal, RateLimiter, judge_messages, parse_verdict, request_key
-from evaluation.judge_runner import JudgeSettings, judge_requests, run_judge
+from sqlray.evaluation.fake_openai import FakeOpenAI, Faults
+from sqlray.evaluation.judge import Journal, RateLimiter, judge_messages, parse_verdict, request_key
+from sqlray.evaluation.judge_runner import JudgeSettings, judge_requests, run_judge
 
 CTX = "CREATE TABLE t (id INT PRIMARY KEY, v INT);"
 

@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation.scoring import ScoreError, join_predictions, score_row, summarize
+from sqlray.evaluation.scoring import ScoreError, join_predictions, score_row, summarize
 
 CTX = "CREATE TABLE t (id INT PRIMARY KEY, v INT);"
 

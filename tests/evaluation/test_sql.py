@@ -1,6 +1,6 @@
 import pytest
 
-from evaluation.sql import extract_sql, normalize_sql, normalized_match, strict_match
+from sqlray.evaluation.sql import extract_sql, normalize_sql, normalized_match, strict_match
 
 
 @pytest.mark.parametrize("raw,want", [

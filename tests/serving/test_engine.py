@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.engine import GenRequest, HFEngine, PromptTooLong, cut_at_stop
-from training.prompt import make_prompt
+from sqlray.serving.engine import GenRequest, HFEngine, PromptTooLong, cut_at_stop
+from sqlray.text2sql import make_prompt
 
 DDL = "CREATE TABLE players (id INT PRIMARY KEY, name VARCHAR(50), level INT);"
 

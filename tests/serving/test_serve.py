@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from serving.config import ServeSettings
+from sqlray.serving.config import ServeSettings
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 DDL = "CREATE TABLE players (id INT PRIMARY KEY, name VARCHAR(50), level INT);"
@@ -26,7 +26,7 @@ def _free_port() -> int:
 def server(served_model, adapters, monkeypatch_module):
     from ray import serve
 
-    from serving.cli import start
+    from sqlray.serving.cli import start
 
     monkeypatch_module.setenv("SQLRAY_TEST_KEY", KEY)
     s = ServeSettings(model=str(served_model), model_name="tiny", port=_free_port(),

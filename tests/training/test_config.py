@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from training.config import ConfigError, TrainConfig, load_config
+from sqlray.training.config import ConfigError, TrainConfig, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 
@@ -16,17 +16,17 @@ def test_configs_exist():
 def test_every_shipped_yaml_loads(path):
     import yaml
 
-    from training.tune import TuneSettings, load_tune_config
+    from sqlray.training.tune import TuneSettings, load_tune_config
 
     raw = yaml.safe_load(path.read_text())
     if path.name.startswith("serve-"):
         from ray.serve.schema import ServeDeploySchema
 
-        from serving.config import ServeSettings
+        from sqlray.serving.config import ServeSettings
 
         if "applications" in raw:  # a Serve config file: Ray's own schema, then our args
             schema = ServeDeploySchema.model_validate(raw)
-            assert schema.applications[0].import_path == "serving.app:build_app"
+            assert schema.applications[0].import_path == "sqlray.serving.app:build_app"
             raw = schema.applications[0].args
         assert ServeSettings.model_validate(raw).max_batch_size >= 1
     elif "search" in raw:
@@ -79,7 +79,7 @@ def test_missing_file_and_bad_override():
 
 
 def test_global_batch_larger_than_data_fails_before_workers(tmp_path, data_dir):
-    from training.driver import preflight
+    from sqlray.training.driver import preflight
 
     cfg = load_config(None, ["model.name_or_path=m", f"data.source={data_dir}", "data.max_train_rows=10",
                              "train.micro_batch_size=8", "scaling.num_workers=2"])
@@ -88,7 +88,7 @@ def test_global_batch_larger_than_data_fails_before_workers(tmp_path, data_dir):
 
 
 def test_tune_trial_that_cannot_fit_the_cluster_is_refused():
-    from training.tune import check_fits, load_tune_config
+    from sqlray.training.tune import check_fits, load_tune_config
 
     cfg = load_tune_config(Path(__file__).resolve().parents[2] / "configs" / "tune-lora-tiny.yaml")
     check_fits(cfg, {"CPU": 2.0})  # 2 x 0.9 + 0.01 fits two cores
@@ -100,7 +100,7 @@ def test_tune_trial_that_cannot_fit_the_cluster_is_refused():
 def test_serve_settings_reject_incompatible_values():
     from pydantic import ValidationError
 
-    from serving.config import ServeSettings
+    from sqlray.serving.config import ServeSettings
 
     with pytest.raises(ValidationError, match="max_batch_size"):
         ServeSettings(max_batch_size=32, max_ongoing_requests=8)
@@ -111,7 +111,7 @@ def test_serve_settings_reject_incompatible_values():
 
 
 def test_tune_searches_dropout_and_target_modules_too():
-    from training.tune import load_tune_config, param_space, trial_config
+    from sqlray.training.tune import load_tune_config, param_space, trial_config
 
     t = load_tune_config(None, ["train.model.name_or_path=x", "train.model.method=lora", "searcher=grid",
                                 "search.dropout=[0.0, 0.1]", "search.target_modules=[[q_proj, v_proj], [o_proj]]"])

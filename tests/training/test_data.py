@@ -3,9 +3,10 @@ from collections import Counter
 
 import pytest
 
-from evaluation.sandbox import open_sandbox, run_query
-from training.data import DataError, load_text2sql, tokenize_row
-from training.prompt import make_prompt
+from sqlray.evaluation.sandbox import open_sandbox, run_query
+from sqlray.text2sql import DataError, load_text2sql
+from sqlray.training.data import tokenize_row
+from sqlray.text2sql import make_prompt
 
 
 def _write_jsonl(path, rows):
@@ -36,7 +37,7 @@ def test_every_gold_query_runs(data_dir):
 
 
 def test_generator_is_seeded(tmp_path):
-    from training.datagen import write_dataset
+    from sqlray.training.datagen import write_dataset
 
     a, b = tmp_path / "a", tmp_path / "b"
     write_dataset(a, seed=7)

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.config import load_config
-from training.driver import run_training
+from sqlray.training.config import load_config
+from sqlray.training.driver import run_training
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -64,8 +64,8 @@ def test_zero3_parameters_are_partitioned(tiny_model):
     from ray.train.torch import TorchTrainer
 
     def fn(config):
-        from training.model import build_model
-        from training.parallelize import init_distributed, wrap
+        from sqlray.training.model import build_model
+        from sqlray.training.parallelize import init_distributed, wrap
 
         cfg = load_config(None, [f"model.name_or_path={config['model']}", "deepspeed.stage=3"])
         init_distributed(False)
@@ -84,7 +84,7 @@ def test_zero3_parameters_are_partitioned(tiny_model):
 def test_export_reloads_and_generates(zero2, tiny_model, data_dir):
     from transformers import AutoModelForCausalLM
 
-    from evaluation.generate import generate_sql, load_for_generation
+    from sqlray.evaluation.generate import generate_sql, load_for_generation
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
     tuned = AutoModelForCausalLM.from_pretrained(zero2.model_dir).state_dict()
@@ -123,7 +123,7 @@ def _registered_checkpoints(run_dir: Path) -> int:
 def test_killed_run_resumes_with_identical_losses(zero2, tiny_model, data_dir, tmp_path):
     """The driver (and its whole Ray cluster) is SIGKILLed after its first checkpoint; the rerun resumes."""
     args = _overrides(tiny_model, data_dir, tmp_path, "killed", "deepspeed.stage=2", "train.max_steps=12")
-    script = ("import sys; from training.config import load_config; from training.driver import run_training; "
+    script = ("import sys; from sqlray.training.config import load_config; from sqlray.training.driver import run_training; "
               "run_training(load_config(None, sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

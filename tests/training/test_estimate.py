@@ -1,5 +1,5 @@
-from training.config import load_config
-from training.estimate import estimate_memory, format_estimate
+from sqlray.training.config import load_config
+from sqlray.training.estimate import estimate_memory, format_estimate
 
 
 def _est(tiny, *o):

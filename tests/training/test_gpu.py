@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from training.config import load_config
+from sqlray.training.config import load_config
 
 pytestmark = pytest.mark.gpu
 
@@ -10,7 +10,7 @@ pytestmark = pytest.mark.gpu
 def test_qlora_builds_a_4bit_base_with_trainable_adapter_only(tiny_model):
     import bitsandbytes as bnb
 
-    from training.model import build_model, count_parameters
+    from sqlray.training.model import build_model, count_parameters
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.method=qlora", "scaling.use_gpu=true",
                              "deepspeed.precision=bf16", "model.quantization.compute_dtype=bfloat16"])
@@ -26,7 +26,7 @@ def test_qlora_builds_a_4bit_base_with_trainable_adapter_only(tiny_model):
 
 
 def test_bf16_training_on_one_gpu(tiny_model, data_dir, tmp_path, ray_cluster):
-    from training.driver import run_training
+    from sqlray.training.driver import run_training
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model}", f"data.source={data_dir}", "data.max_train_rows=64",
                              "scaling.use_gpu=true", "scaling.num_workers=1", "deepspeed.precision=bf16",

@@ -1,8 +1,8 @@
 """training/model.py: the pure builders."""
 import pytest
 
-from training.config import load_config
-from training.model import build_model
+from sqlray.training.config import load_config
+from sqlray.training.model import build_model
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from training.config import load_config
-from training.tune import load_tune_config, run_tune
+from sqlray.training.config import load_config
+from sqlray.training.tune import load_tune_config, run_tune
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 @pytest.fixture(scope="module")
 def trained_base(tiny_model, data_dir, tmp_path_factory):
-    from training.driver import run_training
+    from sqlray.training.driver import run_training
 
     out = run_training(load_config(None, [
         f"model.name_or_path={tiny_model}", f"data.source={data_dir}", "data.max_train_rows=480",
@@ -66,7 +66,7 @@ def test_crashing_trial_is_reported_and_the_search_goes_on(trained_base, data_di
 def test_val_ex_objective_scores_every_finished_trial(trained_base, data_dir, tmp_path):
     from ray.train import Checkpoint
 
-    from training.tune import score_checkpoint
+    from sqlray.training.tune import score_checkpoint
 
     cfg = load_tune_config(None, _tune_overrides(
         trained_base, data_dir, tmp_path, "ex", "searcher=optuna", "num_samples=2", "search.rank=[2, 8]",
@@ -107,7 +107,7 @@ def test_interrupted_search_resumes_without_rerunning_finished_trials(trained_ba
     args = _tune_overrides(trained_base, data_dir, tmp_path, "resume", "search.rank=[4]",
                            "search.learning_rate=[3e-3, 1e-3, 5e-4]", "train.train.max_steps=6",
                            "scheduler.grace_period=2")  # 2 reports per trial: ASHA stops none here
-    script = ("import sys; from training.tune import load_tune_config, run_tune; "
+    script = ("import sys; from sqlray.training.tune import load_tune_config, run_tune; "
               "run_tune(load_tune_config(None, sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
