@@ -134,31 +134,72 @@ class _ValuePools:
         return r.choice(["alpha", "beta", "gamma", "delta", "omega", "서울", "부산", "kim", "lee", "park"]) + str(r.randrange(50))
 
 
+def parents_first(tables: list[TableSpec]) -> list[TableSpec]:
+    """Tables ordered so that every referenced table comes before its children (DDL order where it
+    already is; a child declared before its parent no longer finds no parents)."""
+    by_name, done, out = {t.name: t for t in tables}, set(), []
+
+    def visit(t: TableSpec, path: tuple[str, ...]) -> None:
+        if t.name in done or t.name in path:  # a cycle: keep DDL order for the rest of it
+            return
+        for c in t.columns:
+            if c.ref and c.ref[0] in by_name and c.ref[0] != t.name:
+                visit(by_name[c.ref[0]], path + (t.name,))
+        done.add(t.name)
+        out.append(t)
+
+    for t in tables:
+        visit(t, ())
+    return out
+
+
+def _parent_pool(parents: list[dict], literals: set) -> list[dict]:
+    """Children cluster on the first half of the parents (the rest stay childless) and also attach to
+    every parent holding one of the gold's literals, so a join filtered on that literal has rows."""
+    pool = parents[: max(1, len(parents) // 2)]
+    return pool + [p for p in parents[len(pool):] if any(v in literals for v in p.values())]
+
+
+def _fk_value(c: ColumnSpec, rows: dict[str, list[dict]], literals: set, used: set, rng: random.Random):
+    """A parent's key for ``c``; for a key that is also the primary key, an unused one (None: none left)."""
+    key = c.ref[1] or c.name
+    parents = rows[c.ref[0]]
+    if c.pk or c.unique:
+        free = [p[key] for p in parents if p.get(key) is not None and p[key] not in used]
+        return rng.choice(free) if free else None
+    return rng.choice(_parent_pool(parents, literals)).get(key)
+
+
 def build_rows(tables: list[TableSpec], pools: _ValuePools, rng: random.Random) -> dict[str, list[dict]]:
     """Rows per table, parents first: several children per parent, some parents childless, duplicates and NULLs."""
     rows: dict[str, list[dict]] = {}
-    for t in tables:
+    literals = set(pools.texts) | set(pools.ints) | {float(i) for i in pools.ints}
+    for t in parents_first(tables):
         n = rng.randint(12, 30)
         out, seen = [], {c.name: set() for c in t.columns if c.pk or c.unique}
         for i in range(n):
             row = {}
             for c in t.columns:
-                if c.pk and c.kind == "int":
+                if c.ref and rows.get(c.ref[0]):
+                    v = _fk_value(c, rows, literals, seen.get(c.name, set()), rng)
+                    if v is None and (c.pk or c.not_null):
+                        break  # every parent key is taken: this table has all the rows it can have
+                elif c.pk and c.kind == "int":
                     v = i + 1
-                elif c.ref and rows.get(c.ref[0]):
-                    parents = rows[c.ref[0]]
-                    # children cluster on the first half of the parents, so the rest are childless
-                    v = rng.choice(parents[: max(1, len(parents) // 2)])[c.ref[1] or c.name]
                 elif not (c.not_null or c.pk) and rng.random() < 0.08:
                     v = None
                 else:
                     v = pools.value(c.kind)
-                if c.name in seen:
+                if c.name in seen and not c.ref:
                     while v in seen[c.name]:
                         v = f"{v}_{rng.randrange(10**6)}" if c.kind == "text" else pools.value(c.kind)
+                if c.name in seen:
                     seen[c.name].add(v)
                 row[c.name] = v
-            out.append(row)
+            else:
+                out.append(row)
+                continue
+            break
         rows[t.name] = out
     return rows
 
@@ -169,7 +210,6 @@ def _fill(conn, rows: dict[str, list[dict]]) -> None:
             cols = list(trows[0])
             conn.executemany(f'INSERT INTO "{table}" ({", ".join(chr(34) + c + chr(34) for c in cols)}) '
                              f'VALUES ({", ".join("?" for _ in cols)})', [tuple(r[c] for c in cols) for r in trows])
-    conn.execute("PRAGMA query_only = ON")  # predictions can read, never write
 
 
 def _has_order_by(sql: str) -> bool:
@@ -204,8 +244,17 @@ def results_match(gold: list[tuple], pred: list[tuple], ordered: bool) -> bool:
 
 @dataclass(frozen=True)
 class ExResult:
-    ex: bool | None  # None: the gold itself fails, reported but not counted
+    ex: bool | None  # None: the row is excluded from EX (its gold fails or never returns anything)
     error: str | None
+    excluded: str | None = None  # why: "ddl", "gold_error", "gold_empty", "sandbox"
+
+
+EXTRA_DRAWS = 6  # more databases drawn (seeded) while the gold has returned nothing on any
+
+
+def _informative(rows: list[tuple]) -> bool:
+    """A result that tells queries apart: some row with some non-NULL value."""
+    return any(v is not None for r in rows for v in r)
 
 
 def _is_query(sql: str) -> bool:
@@ -215,9 +264,36 @@ def _is_query(sql: str) -> bool:
         return True  # let SQLite give the real error
 
 
+def _compare_on(k: int, ddl: str, tables, gold: str, pred: str, strings, numbers, seed: int, ordered: bool,
+                timeout_s: float) -> tuple[ExResult | None, bool]:
+    """One test database: (a final verdict or None to go on, whether the gold's result was informative)."""
+    rng = random.Random(seed + k)
+    try:
+        conn = open_sandbox(ddl)
+    except SandboxError as e:
+        return ExResult(None, str(e), "ddl"), False
+    try:
+        _fill(conn, build_rows(tables, _ValuePools(rng, strings, numbers), rng))
+        g = run_query(conn, gold, timeout_s)
+        if not g.ok:
+            return ExResult(None, f"gold error: {g.error}", "gold_error"), False
+        p = run_query(conn, pred, timeout_s)
+        if not p.ok:
+            return ExResult(False, p.error), False
+        if not results_match(g.rows, p.rows, ordered):
+            return ExResult(False, f"different result on test database {k}"), False
+        return None, _informative(g.rows)
+    except Exception as e:  # a bad row must not stop a run
+        return ExResult(None, f"sandbox error: {type(e).__name__}: {e}", "sandbox"), False
+    finally:
+        conn.close()
+
+
 def execution_match(pred: str, gold: str, ddl: str, n_databases: int = 3,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> ExResult:
-    """True when ``pred`` returns the same result as ``gold`` on every test-suite database."""
+    """True when ``pred`` returns the same result as ``gold`` on every test-suite database, and the gold
+    returned something (non-empty, non-NULL) on at least one of them: databases are redrawn (seeded, up
+    to EXTRA_DRAWS more) until it does; a gold that stays empty excludes the row ("gold_empty")."""
     if not pred.strip():
         return ExResult(False, "empty prediction")
     if not _is_query(pred):
@@ -225,28 +301,19 @@ def execution_match(pred: str, gold: str, ddl: str, n_databases: int = 3,
     try:
         tables = parse_schema(ddl)
     except Exception as e:
-        return ExResult(None, f"context: DDL does not parse: {e}")
+        return ExResult(None, f"context: DDL does not parse: {e}", "ddl")
     strings, numbers = gold_literals(gold)
     ordered = _has_order_by(gold)
     seed = int(hashlib.sha256((gold + ddl).encode()).hexdigest()[:12], 16)
-    for k in range(n_databases):
-        rng = random.Random(seed + k)
-        try:
-            conn = open_sandbox(ddl)
-        except SandboxError as e:
-            return ExResult(None, str(e))
-        try:
-            _fill(conn, build_rows(tables, _ValuePools(rng, strings, numbers), rng))
-            g = run_query(conn, gold, timeout_s)
-            if not g.ok:
-                return ExResult(None, f"gold error: {g.error}")
-            p = run_query(conn, pred, timeout_s)
-            if not p.ok:
-                return ExResult(False, p.error)
-            if not results_match(g.rows, p.rows, ordered):
-                return ExResult(False, f"different result on test database {k}")
-        except Exception as e:  # a bad row must not stop a run
-            return ExResult(None, f"sandbox error: {type(e).__name__}: {e}")
-        finally:
-            conn.close()
+    informative = False
+    for k in range(n_databases + EXTRA_DRAWS):
+        if k >= n_databases and informative:
+            break
+        verdict, info = _compare_on(k, ddl, tables, gold, pred, strings, numbers, seed, ordered, timeout_s)
+        if verdict is not None:
+            return verdict
+        informative |= info
+    if not informative:
+        return ExResult(None, f"gold returns no rows (or only NULL) on all {n_databases + EXTRA_DRAWS} "
+                              "test databases: EX cannot tell predictions apart here", "gold_empty")
     return ExResult(True, None)

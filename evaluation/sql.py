@@ -17,9 +17,29 @@ def extract_sql(text: str) -> str:
     if fence:
         text = fence.group(1)
     text = _STOP.split(text, maxsplit=1)[0].strip()
-    if ";" in text:
-        text = text[: text.index(";") + 1]
-    return text.strip()
+    end = _statement_end(text)
+    return (text[: end + 1] if end is not None else text).strip()
+
+
+def _statement_end(sql: str) -> int | None:
+    """Index of the first ';' outside string literals and quoted identifiers ('' and \\' escapes too)."""
+    quote, i = None, 0
+    while i < len(sql):
+        ch = sql[i]
+        if quote:
+            if ch == "\\" and quote != "`":
+                i += 1
+            elif ch == quote:
+                if i + 1 < len(sql) and sql[i + 1] == quote:
+                    i += 1  # a doubled quote stays inside
+                else:
+                    quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == ";":
+            return i
+        i += 1
+    return None
 
 
 def _squash(sql: str) -> str:
@@ -31,15 +51,28 @@ def strict_match(pred: str, gold: str) -> bool:
     return _squash(pred) == _squash(gold)
 
 
-def _drop_table_aliases(tree: exp.Expression) -> exp.Expression:
-    aliases: dict[str, str] = {}
-    for table in tree.find_all(exp.Table):
-        if table.alias:
-            aliases[table.alias.lower()] = table.name
-            table.set("alias", None)
+def _canonical_aliases(tree: exp.Expression) -> exp.Expression:
+    """Aliases don't matter, which table instance a column reads does: a table used once loses its alias
+    (its columns name the table), a table used several times (a self-join) gets positional aliases
+    ``emp_1, emp_2`` in order of appearance, so ``a.name`` and ``b.name`` stay different columns."""
+    tables = list(tree.find_all(exp.Table, bfs=False))
+    uses: dict[str, int] = {}
+    for t in tables:
+        uses[t.name.lower()] = uses.get(t.name.lower(), 0) + 1
+    renamed: dict[str, str] = {}  # old alias (or the name itself) -> canonical reference
+    seen: dict[str, int] = {}
+    for t in tables:
+        name, old = t.name.lower(), (t.alias or t.name).lower()
+        if uses[name] == 1:
+            renamed[old] = t.name
+            t.set("alias", None)
+        else:
+            seen[name] = seen.get(name, 0) + 1
+            renamed[old] = f"{t.name}_{seen[name]}"
+            t.set("alias", exp.TableAlias(this=exp.to_identifier(renamed[old])))
     for col in tree.find_all(exp.Column):
-        if col.table and col.table.lower() in aliases:
-            col.set("table", exp.to_identifier(aliases[col.table.lower()]))
+        if col.table and col.table.lower() in renamed:
+            col.set("table", exp.to_identifier(renamed[col.table.lower()]))
     return tree
 
 
@@ -50,7 +83,7 @@ def normalize_sql(sql: str, dialect: str = "mysql") -> str | None:
         trees = [t for t in sqlglot.parse(sql, read=dialect) if t is not None]
         if len(trees) != 1:
             return None
-        tree = _drop_table_aliases(trees[0])
+        tree = _canonical_aliases(trees[0])
         from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 
         tree = normalize_identifiers(tree, dialect=dialect)

@@ -109,3 +109,42 @@ def test_infinite_recursive_cte_is_stopped_within_seconds():
 ])
 def test_results_match(gold, pred, ordered, want):
     assert results_match(gold, pred, ordered) is want
+
+
+ROOMS = """CREATE TABLE rooms (room_id INT PRIMARY KEY, room_name VARCHAR(30) NOT NULL);
+CREATE TABLE children (child_id INT PRIMARY KEY, room_id INT NOT NULL, name VARCHAR(30),
+  FOREIGN KEY (room_id) REFERENCES rooms(room_id));"""
+MOVIES = "CREATE TABLE movies (movie_id INT PRIMARY KEY, title VARCHAR(50), genre VARCHAR(20), box_office INT);"
+
+
+@pytest.mark.parametrize("gold, pred, ddl", [
+    ("SELECT c.name FROM children c JOIN rooms r ON c.room_id = r.room_id WHERE r.room_name = 'Forest'",
+     "SELECT c.name FROM children c JOIN rooms r ON c.room_id = r.room_id WHERE r.room_name = 'Garden'", ROOMS),
+    ("SELECT SUM(box_office) FROM movies WHERE genre = 'comedy'",
+     "SELECT SUM(box_office) FROM movies WHERE genre = 'thriller'", MOVIES),
+])
+def test_empty_on_both_sides_is_no_longer_a_pass(gold, pred, ddl):
+    """Both once passed: the gold returned nothing (or NULL) on every database, and so did the prediction."""
+    r = execution_match(pred, gold, ddl)
+    assert r.ex is False, r
+    assert execution_match(gold, gold, ddl).ex is True
+
+
+def test_a_gold_that_is_empty_everywhere_is_excluded_with_its_reason():
+    r = execution_match("SELECT name FROM owners WHERE 1 = 0", "SELECT name FROM owners WHERE 1 = 0", DDL)
+    assert r.ex is None and r.excluded == "gold_empty"
+    from sqlray.evaluation.scoring import summarize
+    rows = [{"em": True, "em_strict": True, "ex": None, "ex_excluded": "gold_empty"},
+            {"em": True, "em_strict": True, "ex": True, "ex_excluded": None}]
+    s = summarize(rows)["all"]
+    assert s["ex"] == 1.0 and s["n_ex"] == 1 and s["excluded"] == {"gold_empty": 1}
+
+
+def test_child_before_parent_and_a_key_that_is_also_a_foreign_key_fill():
+    ddl = """CREATE TABLE profiles (user_id INT PRIMARY KEY, bio VARCHAR(50),
+      FOREIGN KEY (user_id) REFERENCES users(user_id));
+    CREATE TABLE users (user_id INT PRIMARY KEY, name VARCHAR(30) NOT NULL);"""
+    gold = "SELECT u.name FROM users u JOIN profiles p ON p.user_id = u.user_id"
+    r = execution_match(gold, gold, ddl)
+    assert r.ex is True, r
+    assert execution_match("SELECT name FROM users", gold, ddl).ex is False

@@ -11,7 +11,7 @@ def test_join_by_key_not_position():
     preds = [{"id": "b", "prediction": "SELECT id FROM t"}, {"id": "a", "prediction": "SELECT v FROM t WHERE v > 1"}]
     scored = [score_row(r) for r in join_predictions(rows, preds)]
     assert [s["id"] for s in scored] == ["a", "b"] and all(s["ex"] and s["em"] for s in scored)
-    assert summarize(scored)["all"] == {"em": 1.0, "em_strict": 1.0, "ex": 1.0, "n": 2, "n_gold_errors": 0}
+    assert summarize(scored)["all"] == {"em": 1.0, "em_strict": 1.0, "ex": 1.0, "n": 2, "n_ex": 2, "n_gold_errors": 0, "excluded": {}}
 
 
 def test_missing_prediction_is_an_error():

@@ -42,3 +42,18 @@ def test_normalisation_never_crashes():
     for junk in ["SELECT FROM WHERE (((", "\x00\x01", "DROP", "SELECT 1; SELECT 2"]:
         normalize_sql(junk)
         normalized_match(junk, "SELECT 1")
+
+
+def test_self_join_aliases_are_positional_not_collapsed():
+    from sqlray.evaluation.sql import normalized_match
+    a = "SELECT a.name FROM emp a JOIN emp b ON a.boss_id = b.id"
+    assert not normalized_match(a, "SELECT b.name FROM emp a JOIN emp b ON a.boss_id = b.id")
+    assert normalized_match(a, "SELECT x.name FROM emp AS x JOIN emp AS y ON x.boss_id = y.id")
+    assert normalized_match("SELECT e.name FROM emp e", "SELECT emp.name FROM emp")
+
+
+def test_extraction_keeps_semicolons_inside_literals():
+    from sqlray.evaluation.sql import extract_sql
+    assert extract_sql("SELECT a FROM t WHERE b = 'x;y' AND c = 'it''s;'; DROP TABLE t") == \
+        "SELECT a FROM t WHERE b = 'x;y' AND c = 'it''s;';"
+    assert extract_sql('SELECT "a;b" FROM t;\n### next') == 'SELECT "a;b" FROM t;'
