@@ -1,7 +1,8 @@
 """A small OpenAI-compatible chat server for tests and benchmarks, on loopback only.
 
 It judges the reference judge prompt (yes when gen_sql equals gt_sql up to whitespace/case) and can
-inject faults per request: 429 with Retry-After, 500s, slow answers and malformed JSON. Every request is
+inject faults per request: 429 with Retry-After, 500s, slow answers and malformed JSON, and the faults of
+a broken upstream in its transport (an HTML 200, a 200 without choices, null content, a dropped connection). Every request is
 recorded (time and a content hash), so tests can count what was sent and paid.
 """
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Faults:
     malformed_first: int = 0  # then the next N get non-JSON content
     latency_s: float = 0.0
     status_for: dict[str, int] = field(default_factory=dict)  # substring of the prompt -> final status
+    # Scripts of first answers, one picked per prompt by its hash: "html", "no_choices", "null_content",
+    # "drop" (connection closed, no answer), "500", "429", "ok".
+    transport: list[list[str]] = field(default_factory=list)
 
 
 def _verdict(prompt: str) -> str:
@@ -43,6 +47,7 @@ class FakeOpenAI:
         self.faults = faults or Faults()
         self.requests: list[tuple[float, str, int]] = []  # (time, prompt hash, status)
         self._seen: dict[str, int] = {}
+        self.valid_answers: dict[str, int] = {}  # prompt hash -> well-formed 200s with a verdict sent
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer((host, port), self._handler())
         self.server.daemon_threads = True
@@ -64,12 +69,20 @@ class FakeOpenAI:
     def count(self, status: int | None = None) -> int:
         return sum(1 for _, _, s in self.requests if status is None or s == status)
 
-    def _decide(self, prompt: str, arrived: float) -> tuple[int, str | None]:
+    def _decide(self, prompt: str, arrived: float) -> tuple[int | str, str | None]:
         f = self.faults
         h = hashlib.sha256(prompt.encode()).hexdigest()[:16]
         with self._lock:
             n = self._seen.get(h, 0)
             self._seen[h] = n + 1
+        if f.transport:
+            script = f.transport[int(h, 16) % len(f.transport)]
+            if n < len(script) and script[n] != "ok":
+                kind = script[n]
+                with self._lock:
+                    self.requests.append((arrived, h, int(kind) if kind.isdigit() else 200))
+                return (int(kind) if kind.isdigit() else kind), None
+            n -= len(script)
         status, content = 200, json.dumps({"resolve_yn": _verdict(prompt)})
         for needle, code in f.status_for.items():
             if needle in prompt:
@@ -83,6 +96,8 @@ class FakeOpenAI:
                 content = "definitely yes!"
         with self._lock:
             self.requests.append((arrived, h, status))
+            if status == 200 and content and content.startswith("{"):
+                self.valid_answers[h] = self.valid_answers.get(h, 0) + 1
         return status, content
 
     def _handler(self):
@@ -121,6 +136,24 @@ class FakeOpenAI:
                 if outer.faults.latency_s:
                     time.sleep(outer.faults.latency_s)
                 status, content = outer._decide(prompt, arrived)
+                if status == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # the answer never arrives
+                    return None
+                if status == "html":
+                    body = b"<html><body>502 Bad Gateway (but sent as 200)</body></html>"
+                    self.send_response(200)
+                    self.send_header("content-type", "text/html")
+                    self.send_header("content-length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return None
+                if status == "no_choices":
+                    return self._json(200, {"id": "chatcmpl-x", "object": "chat.completion", "model": "fake"})
+                if status == "null_content":
+                    return self._json(200, {"id": "chatcmpl-x", "object": "chat.completion", "model": "fake",
+                                            "choices": [{"index": 0, "finish_reason": "stop",
+                                                         "message": {"role": "assistant", "content": None}}]})
                 if status == 429:
                     return self._json(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
                                       {"retry-after": str(outer.faults.retry_after_s)})

@@ -1,8 +1,11 @@
 """The LLM judge's pure parts: the reference prompt, deterministic request keys, verdict parsing,
 a requests+tokens-per-minute limiter, and a durable journal (SQLite in WAL mode).
 
-Exactly once: a key is written as "sent" before its request and its result right after; a rerun
-sends only keys without a result. The Ray actors in judge_runner.py only wrap these.
+What is promised: a key is written as "sent" before its request and its result right after, so a
+request whose valid answer was received is never sent again; one lost in flight (the process died between
+the answer and its record) may be. A rerun sends only keys without a final result ("done", or "failed" for
+a final 4xx); rows that gave up after transient errors ("gave_up") are tried again. The raw body of every
+200 is kept. The Ray actors in judge_runner.py only wrap these.
 """
 from __future__ import annotations
 
@@ -61,6 +64,40 @@ def parse_verdict(text: str | None) -> str | None:
     return v if v in ("yes", "no") else None
 
 
+class MalformedAnswer(ValueError):
+    """A 200 whose body is not a chat completion with text: HTML, no choices, null content."""
+
+
+@dataclass
+class ChatAnswer:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    request_id: str | None
+
+
+def parse_chat_body(body: str) -> ChatAnswer:
+    """The answer in a chat-completion body, checked field by field; MalformedAnswer names what is wrong."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        raise MalformedAnswer(f"body is not JSON: {body[:80]!r}") from None
+    if not isinstance(obj, dict):
+        raise MalformedAnswer(f"body is {type(obj).__name__}, expected an object")
+    choices = obj.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise MalformedAnswer("no choices in the answer")
+    msg = choices[0].get("message")
+    text = msg.get("content") if isinstance(msg, dict) else None
+    if not isinstance(text, str):
+        raise MalformedAnswer("choices[0].message.content is missing or not a string")
+    usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+    num = lambda v: v if isinstance(v, int) and v >= 0 else 0  # noqa: E731
+    rid = obj.get("id")
+    return ChatAnswer(text, num(usage.get("prompt_tokens")), num(usage.get("completion_tokens")),
+                      rid if isinstance(rid, str) else None)
+
+
 def estimate_tokens(messages: list[dict], max_tokens: int) -> int:
     """Charged up front: a conservative prompt estimate (~3 characters a token) plus max_tokens."""
     return sum(len(m["content"]) for m in messages) // 3 + 8 + max_tokens
@@ -100,7 +137,7 @@ class RateLimiter:
 class JournalEntry:
     key: str
     row_id: str
-    status: str  # sent | done | failed
+    status: str  # sent | done | failed (final 4xx) | gave_up (transient errors; retried on the next run)
     verdict: str | None = None
     text: str | None = None
     error: str | None = None
@@ -121,22 +158,37 @@ class Journal:
         self.db.execute("""CREATE TABLE IF NOT EXISTS requests (
             key TEXT PRIMARY KEY, row_id TEXT, status TEXT, verdict TEXT, text TEXT, error TEXT,
             prompt_tokens INTEGER DEFAULT 0, completion_tokens INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0,
-            request_id TEXT, updated REAL)""")
+            request_id TEXT, updated REAL, raw TEXT)""")
+        try:  # journals written before the raw column
+            self.db.execute("ALTER TABLE requests ADD COLUMN raw TEXT")
+        except sqlite3.OperationalError:
+            pass
 
     def mark_sent(self, key: str, row_id: str) -> None:
         with self._lock:
             self.db.execute("""INSERT INTO requests (key, row_id, status, attempts, updated) VALUES (?, ?, 'sent', 1, ?)
-                ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, updated = excluded.updated
-                WHERE status = 'sent'""", (key, str(row_id), time.time()))
+                ON CONFLICT(key) DO UPDATE SET attempts = attempts + 1, status = 'sent', updated = excluded.updated
+                WHERE status IN ('sent', 'gave_up')""", (key, str(row_id), time.time()))
 
     def record(self, key: str, status: str, verdict: str | None = None, text: str | None = None,
                error: str | None = None, prompt_tokens: int = 0, completion_tokens: int = 0,
-               request_id: str | None = None) -> None:
+               request_id: str | None = None, raw: str | None = None) -> None:
         with self._lock:
             self.db.execute("""UPDATE requests SET status=?, verdict=?, text=?, error=?,
-                prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, request_id=?, updated=?
-                WHERE key=?""", (status, verdict, text, error, prompt_tokens, completion_tokens, request_id,
-                                 time.time(), key))
+                prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?, request_id=?, updated=?,
+                raw = COALESCE(?, raw) WHERE key=?""", (status, verdict, text, error, prompt_tokens, completion_tokens,
+                                                        request_id, time.time(), raw, key))
+
+    def note(self, key: str, error: str, raw: str | None = None) -> None:
+        """A failed attempt: its error (and the body of a malformed 200) kept; the key stays 'sent'."""
+        with self._lock:
+            self.db.execute("UPDATE requests SET error=?, raw=COALESCE(?, raw), updated=? WHERE key=?",
+                            (error, raw, time.time(), key))
+
+    def raw(self, key: str) -> str | None:
+        with self._lock:
+            r = self.db.execute("SELECT raw FROM requests WHERE key=?", (key,)).fetchone()
+        return r[0] if r else None
 
     def finished(self) -> set[str]:
         with self._lock:

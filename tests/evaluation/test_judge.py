@@ -142,3 +142,36 @@ def test_killed_judge_actor_then_resume_pays_nothing_twice(tmp_path):
         # "sent" is journaled before a request leaves, so an actor killed in between leaves a journaled
         # attempt the server never saw: every send is journaled (>=), not every journaled attempt sent.
         assert sum(e.attempts for e in entries.values()) >= len(srv.requests), "a send was not journaled first"
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_judge_survives_any_answer_and_never_pays_twice_for_a_valid_one(tmp_path):
+    """Malformed 200s, missing choices, null content, dropped connections, 500s and 429s: the first run
+    finishes (rows that ran out of attempts are marked, not lost), the rerun judges every row, and no
+    request whose valid answer arrived is sent again."""
+    rows = _rows(12)
+    scripts = [["html", "no_choices", "null_content"], ["drop", "500", "429"], ["ok"], ["no_choices", "drop"]]
+    path = tmp_path / "j.sqlite"
+    with FakeOpenAI(Faults(transport=scripts, retry_after_s=0.05)) as srv:
+        s = _settings(srv, num_actors=2, max_attempts=2, timeout_s=5)
+        first = run_judge(rows, s, path, progress=False)
+        gave_up = [rid for rid, e in first["errors"].items() if e and "gave up" in e]
+        assert gave_up, "with 2 attempts, rows scripted with 3 faults give up in the first run"
+        assert all(first["verdicts"][rid] == _expected(rows)[rid] for rid in first["verdicts"] if rid not in gave_up)
+        second = run_judge(rows, _settings(srv, num_actors=2, max_attempts=5, timeout_s=5), path, progress=False)
+        assert second["verdicts"] == _expected(rows), "the rerun judges every row"
+        assert srv.valid_answers and max(srv.valid_answers.values()) == 1, srv.valid_answers
+        entries = Journal(path).entries()
+        j = Journal(path)
+        assert all(j.raw(k) and "resolve_yn" in j.raw(k) for k in entries), "the raw 200 of every answer is kept"
+
+
+def test_parse_chat_body_names_what_is_wrong():
+    from sqlray.evaluation.judge import MalformedAnswer, parse_chat_body
+
+    for body, msg in [("<html>", "not JSON"), ('{"id": "x"}', "no choices"), ("[1]", "expected an object"),
+                      ('{"choices": [{"message": {"content": null}}]}', "content")]:
+        with pytest.raises(MalformedAnswer, match=msg):
+            parse_chat_body(body)
+    ok = parse_chat_body('{"id": "c1", "choices": [{"message": {"content": "{}"}}], "usage": {"prompt_tokens": 3}}')
+    assert ok.text == "{}" and ok.prompt_tokens == 3 and ok.request_id == "c1"
