@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from sqlray.evaluation.sql import extract_sql
-from sqlray.text2sql import make_prompt
+from sqlray.text2sql import encode_prompt, make_prompt
 
 STOP_STRINGS = ["###", "\n\n"]
 
@@ -31,7 +31,9 @@ def load_for_generation(model: str, adapter: str | None = None):
 @torch.no_grad()
 def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 96) -> tuple[list[str], list[int]]:
     """Raw completions (prompt excluded, like return_full_text=False) and generated-token counts."""
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=True).to(model.device)
+    # The same ids training saw (encode_prompt), padded on the left: generation starts where prompts end.
+    enc = tokenizer.pad({"input_ids": [encode_prompt(tokenizer, p) for p in prompts]}, padding=True,
+                        return_tensors="pt").to(model.device)
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                          stop_strings=STOP_STRINGS, tokenizer=tokenizer,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

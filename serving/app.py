@@ -23,6 +23,34 @@ from sqlray.serving.routes import Routes, app
 from sqlray.core import resolve_path  # relative paths mean the driver's folder, as for Train workers
 
 
+class _Slot:
+    """One admitted stream: counted at admission, released exactly once."""
+
+    def __init__(self, replica: "SQLModel"):
+        self.replica, self.done = replica, False
+        replica._admitted += 1
+
+    def release(self) -> None:
+        if not self.done:
+            self.done = True
+            self.replica._admitted -= 1
+
+
+def _finish_stream(it, engine, held: list[str]) -> None:
+    """Close a stream's engine iterator (it may still be inside next() in a worker thread: wait for that to
+    return, which the cancel event makes quick), then release its adapters."""
+    import time
+
+    for _ in range(6000):
+        try:
+            it.close()  # joins the generation thread
+            break
+        except ValueError:  # "generator already executing": the pending next() has not returned yet
+            time.sleep(0.01)
+    for n in held:
+        engine.release(n)
+
+
 class _AdapterHandle:
     """What the multiplexed loader returns: Serve's LRU entry holds one reference to the adapter, and
     Serve calls __del__ when it evicts it."""
@@ -90,6 +118,10 @@ class SQLModel(Routes):
     def ready(self) -> dict:
         return {"ready": True, "adapters_loaded": sorted(self.engine.adapters)}
 
+    def refs(self) -> dict:
+        """Who holds what: adapter references (Serve's LRU entry counts one) and admitted requests."""
+        return {"adapter_refs": dict(self.engine.adapter_refs()), "admitted": self._admitted}
+
     def check_health(self) -> None:
         if self.engine.model is None:  # Serve restarts a replica whose check raises
             raise RuntimeError("model not loaded")
@@ -144,17 +176,21 @@ class SQLModel(Routes):
         finally:
             self._admitted -= len(reqs)
 
-    def _pieces(self, req: GenRequest) -> AsyncIterator[str]:
-        self._check_room(1)  # now, while the answer can still be a 503 (a stream's status goes out first)
+    def _pieces(self, req: GenRequest) -> tuple[AsyncIterator[str], "_Slot"]:
+        """Admission and the length check now, while the answer can still be a 503 or a 400 (a stream's
+        200 goes out first); the slot is counted from here and released once, whether the stream ends,
+        fails, or is never started because the client left."""
+        self._check_room(1)
+        self.engine.check(req)
+        slot = _Slot(self)
 
         async def pieces():
-            self._admitted += 1
             try:
                 async for piece in self.stream(req):
                     yield piece
             finally:
-                self._admitted -= 1
-        return pieces()
+                slot.release()
+        return pieces(), slot
 
     async def generate(self, req: GenRequest) -> GenResult:
         self.engine.check(req)  # raise PromptTooLong for this request alone, before it joins a batch
@@ -170,14 +206,18 @@ class SQLModel(Routes):
     async def stream(self, req: GenRequest) -> AsyncIterator[str]:
         self.engine.check(req)
         held = await self._use_adapters({req.adapter} if req.adapter else set())
-        it = self.engine.stream(req)
+        cancel = threading.Event()
+        it = self.engine.stream(req, cancel)
         sentinel = object()
         try:
             while (piece := await asyncio.to_thread(next, it, sentinel)) is not sentinel:
                 yield piece
         finally:
-            it.close()
-            await self._done_with(held)
+            # Also when the client went away (this generator is cancelled or closed): stop generating, then
+            # close the engine's iterator and release the adapter off the event loop. Nothing here awaits,
+            # so a second cancellation cannot skip the release.
+            cancel.set()
+            threading.Thread(target=_finish_stream, args=(it, self.engine, held), daemon=True).start()
 
 
 def build_app(args: dict):
@@ -191,9 +231,10 @@ def build_app(args: dict):
     if s.max_replicas and s.max_replicas > s.num_replicas:
         autoscaling = {"min_replicas": s.num_replicas, "max_replicas": s.max_replicas,
                        "target_ongoing_requests": s.max_batch_size}
+    # The API key is not here: runtime_env variables show in the dashboard and `serve status`. Replicas read
+    # the variable named by api_key_env from their node's environment (inherited from `sqlray serve` when it
+    # starts Ray; a cluster sets it on its nodes from a Secret).
     env = {"SQLRAY_DRIVER_CWD": os.environ.get("SQLRAY_DRIVER_CWD", os.getcwd()), "TOKENIZERS_PARALLELISM": "false"}
-    if s.api_key_env and os.environ.get(s.api_key_env):
-        env[s.api_key_env] = os.environ[s.api_key_env]
     # The replica admits max_ongoing_requests + max_queued_requests generation requests and answers the
     # rest with a JSON 503 + Retry-After itself (Serve's own queue limit would answer in plain text). Serve's
     # limit sits above that, with room for the cheap routes (health, models), and never refuses.

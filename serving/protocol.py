@@ -64,6 +64,12 @@ class _OpenAIRequest(BaseModel):
     n: int = Field(1, description="Only 1: decoding is greedy, so more choices would be identical.")
     temperature: float | None = Field(None, description="Accepted for compatibility; decoding is greedy.")
     top_p: float | None = Field(None, description="Accepted for compatibility; decoding is greedy.")
+    stream_options: dict[str, Any] | None = Field(
+        None, description="With stream: {'include_usage': true} adds a last chunk with the usage and no choices.")
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream and self.stream_options and self.stream_options.get("include_usage"))
 
     @field_validator("stop")
     @classmethod
@@ -144,8 +150,12 @@ def chat_body(model: str, text: str, finish: str, usage: dict) -> dict:
 
 
 def stream_chunk(kind: Literal["completion", "chat"], cid: str, model: str, text: str | None,
-                 finish: str | None, first: bool = False) -> str:
-    """One SSE event in OpenAI's streaming format."""
+                 finish: str | None, first: bool = False, usage: dict | None = None) -> str:
+    """One SSE event in OpenAI's streaming format; with ``usage``, the usage chunk (``choices`` empty)."""
+    if usage is not None:
+        obj = "text_completion" if kind == "completion" else "chat.completion.chunk"
+        body = {"id": cid, "object": obj, "created": int(time.time()), "model": model, "choices": [], "usage": usage}
+        return f"data: {json.dumps(body)}\n\n"
     if kind == "completion":
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         obj = "text_completion"

@@ -6,14 +6,16 @@ Every failure a client can cause is a JSON error with a status below 500; the pr
 """
 
 import hmac
-import json
+import logging
 import os
 import time
-from typing import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 from sqlray.evaluation.generate import STOP_STRINGS
 from sqlray.evaluation.sql import extract_sql, parses
@@ -31,6 +33,22 @@ async def _api_error(request: Request, e: APIError) -> JSONResponse:
     return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes (404) and wrong methods (405) in OpenAI's error shape too."""
+    kind = "not_found_error" if e.status_code == 404 else "invalid_request_error"
+    return JSONResponse(APIError(e.status_code, f"{request.method} {request.url.path}: {e.detail}", type_=kind).body(),
+                        status_code=e.status_code, headers=getattr(e, "headers", None))
+
+
+@app.exception_handler(Exception)
+async def _internal_error(request: Request, e: Exception) -> JSONResponse:
+    """A bug answers a JSON 500 (the replica stays up); the traceback goes to the replica's log."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(APIError(500, f"internal error: {type(e).__name__}", type_="server_error").body(),
+                        status_code=500)
+
+
 def _usage(results) -> dict:
     p, c = sum(r.prompt_tokens for r in results), sum(r.completion_tokens for r in results)
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
@@ -46,17 +64,39 @@ class Routes:
             raise RuntimeError(f"api_key_env={s.api_key_env} is set but that environment variable is empty")
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _auth(self, request: Request) -> None:
+    def _authorised(self, request: Request) -> bool:
         if self.api_key is None:
-            return
+            return True
         given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+        return hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode())
+
+    def _auth(self, request: Request) -> None:
+        if not self._authorised(request):
             raise APIError(401, "missing or wrong bearer token (Authorization: Bearer <key>)",
                            type_="authentication_error")
 
+    async def _read_body(self, request: Request) -> bytes:
+        """The body under max_body_bytes, enforced while reading: a Content-Length over the limit is refused
+        before any of it is read, and a body longer than it said (or without one) is cut off at the limit."""
+        limit = self.s.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise APIError(400, f"Content-Length: expected a number of bytes, got {declared[:40]!r}")
+            if int(declared) > limit:
+                raise APIError(413, f"request body is {int(declared)} bytes; the limit is {limit}")
+        parts, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body is over {limit} bytes (more than its Content-Length said)"
+                               if declared else f"request body is over the limit of {limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
     async def _parse(self, request: Request, model):
         self._auth(request)
-        return parse_json_body(await request.body(), model, self.s.max_body_bytes)
+        return parse_json_body(await self._read_body(request), model, self.s.max_body_bytes)
 
     def _adapter_for(self, name: str | None, param: str) -> str | None:
         """None for the base model; 404 for a name that is neither the model nor an adapter. Without one in
@@ -85,8 +125,8 @@ class Routes:
     async def _run(self, reqs: list[GenRequest]) -> list:
         raise NotImplementedError  # the replica class provides it
 
-    def _pieces(self, req: GenRequest) -> AsyncIterator[str]:
-        raise NotImplementedError  # the replica class provides it
+    def _pieces(self, req: GenRequest):
+        raise NotImplementedError  # the replica class provides it: (async iterator of text, admission slot)
 
     async def _generate(self, reqs: list[GenRequest]) -> list:
         try:
@@ -94,22 +134,28 @@ class Routes:
         except PromptTooLong as e:
             raise APIError(400, str(e), param="prompt", type_="context_length_exceeded") from None
 
-    def _stream(self, req: GenRequest, kind: str) -> StreamingResponse:
+    def _stream(self, req: GenRequest, kind: str, include_usage: bool = False) -> StreamingResponse:
+        from starlette.background import BackgroundTask
+
         cid, model = new_id("cmpl" if kind == "completion" else "chatcmpl"), req.adapter or self.name
-        pieces = self._pieces(req)  # admission (503) happens here, before the 200 of the stream is sent
+        try:  # admission (503) and the length check (400) happen here, before the stream's 200 is sent
+            pieces, slot = self._pieces(req)
+        except PromptTooLong as e:
+            raise APIError(400, str(e), param="prompt", type_="context_length_exceeded") from None
 
         async def events():
             first = True
-            try:
-                async for piece in pieces:
-                    yield stream_chunk(kind, cid, model, piece, None, first)
-                    first = False
-                yield stream_chunk(kind, cid, model, None, "stop", first)
-            except PromptTooLong as e:
-                yield f"data: {json.dumps(APIError(400, str(e)).body())}\n\n"
+            async for piece in pieces:
+                yield stream_chunk(kind, cid, model, piece, None, first)
+                first = False
+            out = req.outcome
+            yield stream_chunk(kind, cid, model, None, out.finish_reason if out else "stop", first)
+            if include_usage and out is not None:
+                yield stream_chunk(kind, cid, model, None, None, usage=_usage([out]))
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        # The slot is released by the stream's end, or by this task if the client left before it began.
+        return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(slot.release))
 
     # -- routes ----------------------------------------------------------------------------------
     @app.get("/healthz")
@@ -117,10 +163,13 @@ class Routes:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz(self) -> JSONResponse:
+    async def readyz(self, request: Request) -> JSONResponse:
         # Routes live in the model replica, which Serve starts only once the model is loaded: until
-        # then the proxy has no replica and answers 503 itself.
-        return JSONResponse({"ready": True, "model": self.name, **self.ready()})
+        # then the proxy has no replica and answers 503 itself. Adapter names only for an authorised caller.
+        info = self.ready()
+        if not self._authorised(request):
+            info = {k: v for k, v in info.items() if k != "adapters_loaded"}
+        return JSONResponse({"ready": True, "model": self.name, **info})
 
     @app.get("/v1/models")
     def models(self, request: Request) -> dict:
@@ -158,7 +207,7 @@ class Routes:
         if body.stream:
             if len(reqs) != 1:
                 raise APIError(422, "stream: only one prompt per streaming request", param="stream")
-            return self._stream(reqs[0], "completion")
+            return self._stream(reqs[0], "completion", body.include_usage)
         results = await self._generate(reqs)
         return completion_body(body.model, [(r.text, r.finish_reason) for r in results], _usage(results))
 
@@ -171,6 +220,6 @@ class Routes:
         self._size(prompt, "messages")
         req = GenRequest(prompt, self._limit(body.token_limit, "max_tokens"), body.stop or [], adapter)
         if body.stream:
-            return self._stream(req, "chat")
+            return self._stream(req, "chat", body.include_usage)
         (res,) = await self._generate([req])
         return chat_body(body.model, res.text, res.finish_reason, _usage([res]))

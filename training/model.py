@@ -14,6 +14,7 @@ def build_tokenizer(name_or_path: str):
     tok = AutoTokenizer.from_pretrained(name_or_path)
     if tok.pad_token is None:  # Llama-family tokenizers ship without one
         tok.pad_token = tok.eos_token
+    tok.padding_side = "right"  # training pads after the answer; generation pads on the left
     return tok
 
 

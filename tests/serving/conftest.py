@@ -2,9 +2,13 @@
 each changes what the model writes."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# The API key reaches replicas through their environment, never runtime_env: set it before Ray starts.
+os.environ.setdefault("SQLRAY_TEST_KEY", "test-secret-key")
 
 
 def _adapter(base: Path, out: Path, seed: int, r: int) -> Path:

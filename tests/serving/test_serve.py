@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import time
 
 import httpx
 import pytest
@@ -28,7 +30,7 @@ def server(served_model, adapters, monkeypatch_module):
 
     from sqlray.serving.cli import start
 
-    monkeypatch_module.setenv("SQLRAY_TEST_KEY", KEY)
+    assert os.environ.get("SQLRAY_TEST_KEY") == KEY  # set before Ray started (conftest): replicas inherit it
     s = ServeSettings(model=str(served_model), model_name="tiny", port=_free_port(),
                       adapters={k: str(v) for k, v in adapters.items()}, max_batch_size=8, batch_wait_timeout_s=0.1,
                       max_ongoing_requests=16, max_queued_requests=8, max_tokens_limit=256, max_input_chars=2000,
@@ -81,7 +83,7 @@ def test_openai_client_completions_chat_and_streaming(server):
     assert c.choices[0].finish_reason in ("stop", "length") and c.usage.completion_tokens <= 12
     chunks = list(client.completions.create(model="tiny", prompt="SELECT name FROM", max_tokens=12, stream=True))
     assert "".join(ch.choices[0].text for ch in chunks) == c.choices[0].text
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].finish_reason == c.choices[0].finish_reason  # "length" when it ran out
     chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "SELECT name FROM"}],
                                           max_tokens=12)
     assert chat.choices[0].message.role == "assistant"
@@ -219,3 +221,75 @@ def test_overload_gives_503_with_retry_after_and_the_server_survives(server):
                for r in rs if r.status_code == 503)
     with _client(server) as c:
         assert c.post("/v1/sql", json={**body, "max_new_tokens": 8}).status_code == 200
+
+
+def test_streams_report_length_and_usage_and_refuse_long_prompts_before_streaming(server):
+    from openai import BadRequestError, OpenAI
+
+    client = OpenAI(base_url=f"{server}/v1", api_key=KEY, max_retries=0)
+    chunks = list(client.completions.create(model="tiny", prompt="SELECT name FROM", max_tokens=3, stream=True,
+                                            stream_options={"include_usage": True}))
+    finals = [ch for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finals and finals[-1].choices[0].finish_reason in ("length", "stop")
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage.completion_tokens <= 3 and usage.prompt_tokens > 0
+    if finals[-1].choices[0].finish_reason == "length":
+        assert usage.completion_tokens == 3
+    with pytest.raises(BadRequestError) as e:  # a 400, not a 200 followed by an error event
+        list(client.completions.create(model="tiny", prompt="7" * 1900, max_tokens=256, stream=True))
+    assert "context" in str(e.value)
+
+
+def test_disconnected_streams_release_adapters_and_slots(server):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("SQLModel", app_name="sqlray")
+
+    async def leave_early(c, adapter):
+        async with c.stream("POST", "/v1/completions", json={"model": adapter, "prompt": "SELECT", "max_tokens": 200,
+                                                             "stream": True}) as r:
+            assert r.status_code == 200
+            async for _ in r.aiter_lines():
+                break  # the client goes away mid-stream
+
+    async def go():
+        async with httpx.AsyncClient(base_url=server, timeout=120, headers={"Authorization": f"Bearer {KEY}"}) as c:
+            await asyncio.gather(*[leave_early(c, ("alpha", "beta")[i % 2]) for i in range(20)])
+    asyncio.run(go())
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        refs = handle.refs.remote().result()
+        if refs["admitted"] == 0 and all(v <= 1 for v in refs["adapter_refs"].values()):
+            break  # only Serve's LRU entry may still hold an adapter
+        time.sleep(0.5)
+    assert refs["admitted"] == 0 and all(v <= 1 for v in refs["adapter_refs"].values()), refs
+    with _client(server) as c:
+        assert c.post("/v1/sql", json={"context": DDL, "question": "q", "max_new_tokens": 4}).status_code == 200
+
+
+def test_body_limit_is_enforced_while_reading(server):
+    host, port = server.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:  # claims 1 GB, sends 10 bytes
+        s.sendall(b"POST /v1/sql HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n{\"context\"")
+        head = s.recv(4096).decode(errors="replace")
+    assert head.startswith("HTTP/1.1 413"), head  # answered without waiting for (or reading) the rest
+
+    def chunks():
+        for _ in range(100):
+            yield b"x" * 1000  # chunked, no Content-Length: cut off at the limit (8000 bytes)
+    with _client(server) as c:
+        r = c.post("/v1/sql", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "limit" in r.json()["error"]["message"]
+
+
+def test_every_error_has_openais_shape_and_readyz_hides_adapters(server):
+    with _client(server) as c:
+        r = c.get("/v1/nothing-here")
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+        r = c.get("/v1/sql")
+        assert r.status_code == 405 and "error" in r.json()
+        assert "adapters_loaded" in c.get("/readyz").json()
+    with _client(server, auth=False) as c:
+        ready = c.get("/readyz")
+        assert ready.status_code == 200 and "adapters_loaded" not in ready.json()
