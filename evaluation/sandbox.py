@@ -145,6 +145,7 @@ def _bounded_printf(fmt, *args):
     return _printf_helper.execute(f"SELECT printf({marks})", (fmt, *args)).fetchone()[0]
 
 
+@lru_cache(maxsize=4096)
 def _is_read_only_query(statement: str) -> bool:
     try:
         return isinstance(sqlglot.parse_one(statement, read="sqlite"), (exp.Query, exp.Subquery))
