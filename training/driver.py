@@ -51,16 +51,56 @@ def preflight(cfg: TrainConfig) -> None:
 
         ensure_tiny_model(cfg.model.name_or_path, cfg.data.source)
     dd = load_text2sql(cfg.data.source, cfg.data.config_name)
-    n = len(get_split(dd, cfg.data.train_split, cfg.data.source))
+    train = get_split(dd, cfg.data.train_split, cfg.data.source)
     get_split(dd, cfg.data.eval_split, cfg.data.source)
     if cfg.data.max_train_rows:
-        n = min(n, cfg.data.max_train_rows)
+        train = train.select(range(min(len(train), cfg.data.max_train_rows)))
+    n = len(train)
     gb = cfg.global_batch_size
     if gb > n:
         raise ConfigError(
             f"train.micro_batch_size ({cfg.train.micro_batch_size}) x train.gradient_accumulation_steps "
             f"({cfg.train.gradient_accumulation_steps}) x scaling.num_workers ({cfg.scaling.num_workers}) = {gb} "
             f"sequences per step, but the training split has only {n} rows: lower one of them.")
+    _check_steps(cfg, train)
+    _check_resume(cfg, train)
+
+
+def _check_steps(cfg: TrainConfig, train) -> None:
+    """Rows longer than data.max_length are dropped in the workers: count what fits, so an epoch with zero
+    optimizer steps is an error now rather than an untrained model exported as a success."""
+    from sqlray.training.data import tokenize_split
+    from sqlray.training.model import build_tokenizer
+
+    if not Path(cfg.model.name_or_path).exists():
+        return  # a hub model: its tokenizer is fetched by the workers; they check the same thing
+    fit = len(tokenize_split(train, build_tokenizer(cfg.model.name_or_path), cfg.data.max_length, "train (preflight)"))
+    if fit // cfg.global_batch_size == 0:
+        raise ConfigError(f"zero optimizer steps per epoch: {fit} training rows fit data.max_length="
+                          f"{cfg.data.max_length}, fewer than one step's {cfg.global_batch_size} sequences "
+                          f"(train.micro_batch_size x train.gradient_accumulation_steps x scaling.num_workers); "
+                          f"raise data.max_length or lower the batch.")
+
+
+def _check_resume(cfg: TrainConfig, train) -> None:
+    """A rerun of an existing run.name resumes from its latest checkpoint: refuse it now when what fixes
+    the data position changed (the workers check again)."""
+    from sqlray.training.fingerprint import check_fingerprint, dataset_hash, latest_checkpoint, run_fingerprint
+
+    if "://" in cfg.run.storage_path:
+        return  # cloud storage: checked by the workers when they restore
+    ckpt = latest_checkpoint(run_dir(cfg))
+    if ckpt is not None:
+        check_fingerprint(ckpt, run_fingerprint(cfg, dataset_hash(train)), run_dir(cfg))
+
+
+def _replace_dir(target: Path, make) -> None:
+    """Build a folder beside ``target`` and swap it in: a crash leaves the old one or the new one."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    make(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
 
 
 def ensure_train_ray(cfg: TrainConfig) -> None:
@@ -102,12 +142,13 @@ def run_training(cfg: TrainConfig, checked: bool = False) -> TrainOutcome:
     with result.checkpoint.as_directory() as d:
         for name in ("hf_model", "adapter"):
             if (Path(d) / name).exists():
-                tmp = out / f".{name}.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(Path(d) / name, tmp)
-                shutil.rmtree(out / ("model" if name == "hf_model" else name), ignore_errors=True)
-                tmp.rename(out / ("model" if name == "hf_model" else name))
+                _replace_dir(out / ("model" if name == "hf_model" else name), lambda tmp: shutil.copytree(Path(d) / name, tmp))
         saved = json.loads((Path(d) / "history.json").read_text())
+    if cfg.model.method != "full":  # one merged model per run, in the run's dtype
+        from sqlray.training.export import RUN_DTYPES, merge_into
+
+        _replace_dir(out / "model", lambda tmp: merge_into(out / "adapter", cfg.model, tmp,
+                                                           RUN_DTYPES[cfg.deepspeed.precision]))
     history = saved["history"]
     (out / "history.json").write_text(json.dumps(saved, indent=1))
     plot_loss(history, out / "loss_curve.png", title=cfg.run.name)

@@ -1,4 +1,6 @@
-"""Write the trained weights as HF folders: ``hf_model/`` (merged, ready to serve) and ``adapter/``."""
+"""Write trained weights as HF folders. Inside a run's checkpoint: ``hf_model/`` for full fine-tuning,
+``adapter/`` alone for LoRA/QLoRA (no merged copy per checkpoint or per Tune trial). The merged model is
+made once, by the driver, in the run's dtype (``merge_into``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,31 +9,48 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from sqlray.training.config import ModelSettings
-from sqlray.training.model import peft_config, merge_adapter
+from sqlray.training.model import merge_adapter, peft_config
+
+RUN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def export_model(state: dict[str, torch.Tensor], cfg: ModelSettings, tokenizer, out: Path) -> Path:
-    """``out/hf_model`` always; ``out/adapter`` too for lora/qlora."""
-    target = out / "hf_model"
-    if cfg.method == "full":
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.name_or_path), dtype=torch.float32)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        bad = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {})]
-        if bad or unexpected:
-            raise RuntimeError(f"exported weights do not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}")
-    else:
-        adapter_dir = out / "adapter"
-        adapter_dir.mkdir(parents=True, exist_ok=True)
-        peft_cfg = peft_config(cfg)
-        peft_cfg.base_model_name_or_path = cfg.name_or_path
-        peft_cfg.save_pretrained(adapter_dir)
-        from safetensors.torch import save_file
-
-        save_file(state, str(adapter_dir / "adapter_model.safetensors"))
-        model = merge_adapter(cfg.name_or_path, state, cfg)
+def _save_hf(model, tokenizer, target: Path) -> Path:
     model.config.use_cache = True
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def export_model(state: dict[str, torch.Tensor], cfg: ModelSettings, tokenizer, out: Path,
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """``out/hf_model`` (full, in ``dtype``) or ``out/adapter`` (lora/qlora, fp32 master weights)."""
+    if cfg.method != "full":
+        from safetensors.torch import save_file
+
+        adapter_dir = out / "adapter"
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        peft_cfg = peft_config(cfg)
+        peft_cfg.base_model_name_or_path = cfg.name_or_path
+        peft_cfg.save_pretrained(adapter_dir)
+        save_file(state, str(adapter_dir / "adapter_model.safetensors"))
+        tokenizer.save_pretrained(adapter_dir)
+        return adapter_dir
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cfg.name_or_path), dtype=dtype)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    bad = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {})]
+    if bad or unexpected:
+        raise RuntimeError(f"exported weights do not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}")
+    return _save_hf(model, tokenizer, out / "hf_model")
+
+
+def merge_into(adapter_dir: Path, cfg: ModelSettings, target: Path, dtype: torch.dtype) -> Path:
+    """The base with the adapter folded in, in the run's dtype (fp16 for an fp16 QLoRA run, as the
+    reference's merge_and_unload, not an fp32 copy twice the size)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    state = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
+    return _save_hf(merge_adapter(cfg.name_or_path, state, cfg, dtype=dtype),
+                    AutoTokenizer.from_pretrained(adapter_dir), target)

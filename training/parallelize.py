@@ -2,7 +2,6 @@
 sharded checkpoints, and gathering (ZeRO-3 partitioned) weights for export."""
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,17 @@ def deepspeed_config(cfg: TrainConfig) -> dict[str, Any]:
     return conf
 
 
+def partitioned_construction(cfg: TrainConfig):
+    """Under ZeRO-3, what makes ``from_pretrained`` build the model already partitioned (transformers runs
+    it inside ``deepspeed.zero.Init`` while an ``HfDeepSpeedConfig`` is alive): no rank ever holds the full
+    model. Keep the returned object for the whole run; None for other stages."""
+    if cfg.deepspeed.stage != 3:
+        return None
+    from transformers.integrations import HfDeepSpeedConfig
+
+    return HfDeepSpeedConfig(deepspeed_config(cfg))
+
+
 def init_distributed(use_gpu: bool) -> None:
     """Reuse the process group Ray Train already created (gloo on CPU, nccl on GPU)."""
     if not use_gpu:
@@ -79,38 +89,53 @@ def wrap(model, cfg: TrainConfig, total_steps: int):
     return engine
 
 
+def _has_frozen(engine) -> bool:
+    return any(not p.requires_grad for p in engine.module.parameters())
+
+
 def save_state(engine, folder: Path) -> None:
-    """Every rank writes its own shard (ZeRO optimizer state, and parameters under ZeRO-3)."""
-    engine.save_checkpoint(str(folder), tag=CKPT_TAG)
+    """Every rank writes its own shard (ZeRO optimizer state, and parameters under ZeRO-3). With a frozen
+    base (LoRA/QLoRA) only the trainable parameters are written: the base comes from name_or_path."""
+    engine.save_checkpoint(str(folder), tag=CKPT_TAG, exclude_frozen_parameters=_has_frozen(engine))
 
 
 def load_state(engine, folder: Path) -> None:
+    # A lean (adapter-only) checkpoint lacks the frozen weights the engine already holds from the base.
     path, _ = engine.load_checkpoint(str(folder), tag=CKPT_TAG, load_optimizer_states=True,
-                                     load_lr_scheduler_states=True)
+                                     load_lr_scheduler_states=True, load_module_strict=not _has_frozen(engine))
     if path is None:
         raise RuntimeError(f"no DeepSpeed state under {folder}")
 
 
-def _gathered(engine, params):
-    if engine.zero_optimization_stage() == 3:
-        import deepspeed
+def _fp32_master(param) -> torch.Tensor:
+    """A trainable parameter's fp32 master copy (DeepSpeed's, gathered under ZeRO-3), or the parameter
+    itself where it is the master (fp32 without ZeRO). Collective: every rank calls it."""
+    from deepspeed.utils import safe_get_full_fp32_param
 
-        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
-    return contextlib.nullcontext()
+    full = safe_get_full_fp32_param(param)
+    return (full if full is not None else param.detach()).float()
 
 
 def gather_weights(engine, adapter_only: bool, rank: int) -> dict[str, torch.Tensor] | None:
-    """Full (unpartitioned) weights on rank 0: the adapter for LoRA/QLoRA, else the whole model.
-    Every rank must call this: under ZeRO-3 the all-gather is collective."""
+    """Full (unpartitioned) weights on rank 0, None elsewhere; every rank must call this (collectives).
+
+    LoRA/QLoRA: the adapter from the optimizer's fp32 master weights (not the 16-bit working copy).
+    Full fine-tuning: the model's weights; under ZeRO-3 through DeepSpeed's consolidated state dict,
+    which gathers one layer at a time onto rank 0 instead of every parameter on every rank at once."""
     module = engine.module
-    params = [p for p in module.parameters() if p.requires_grad or not adapter_only]
-    with _gathered(engine, params):
+    if adapter_only:
+        from peft import get_peft_model_state_dict
+
+        masters = {n: _fp32_master(p) for n, p in module.named_parameters() if p.requires_grad}
         if rank != 0:
             return None
-        if adapter_only:
-            from peft import get_peft_model_state_dict
-
-            sd = get_peft_model_state_dict(module)
-        else:
-            sd = module.state_dict()
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}
+        sd = get_peft_model_state_dict(module, state_dict=masters)
+    elif engine.zero_optimization_stage() == 3:
+        sd = engine._zero3_consolidated_16bit_state_dict()  # DeepSpeed's own layer-by-layer gather
+        if rank != 0:
+            return None
+    else:
+        if rank != 0:
+            return None
+        sd = module.state_dict()
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in sd.items()}

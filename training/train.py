@@ -1,7 +1,13 @@
 """Fine-tuning on Ray Train + DeepSpeed: ``train_fn_per_worker(config)`` and a short driver.
 
-Each checkpoint holds every rank's DeepSpeed shard plus the data position and RNG state, so a rerun
-with the same run name (or a worker-group restart after a failure) continues exactly where it stopped.
+Each checkpoint holds every rank's DeepSpeed shard (trainable parameters and optimizer state only for
+LoRA/QLoRA), the data position, every RNG state and a fingerprint of what fixes the data order, so a
+rerun with the same run name (or a worker-group restart after a failure) continues exactly where it
+stopped, or is refused when the settings changed.
+
+The loss is token-weighted per optimizer step: each micro-batch's summed token loss is divided by the
+count of target tokens over the whole step (all micro-batches, all ranks), so the objective does not
+change with gradient accumulation, micro-batch size or worker count.
 """
 from __future__ import annotations
 
@@ -48,13 +54,21 @@ def _seed_all(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    s = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():  # LoRA dropout on GPU draws from the CUDA generators
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
 
 
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     random.setstate(s["python"])
     np.random.set_state(s["numpy"])
+    if torch.cuda.is_available():
+        if "cuda" not in s:
+            raise RuntimeError("checkpoint has no CUDA RNG state (written on CPU): resuming on GPU would replay "
+                               "dropout differently; start a new run.name")
+        torch.cuda.set_rng_state_all(s["cuda"])
 
 
 def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
@@ -64,11 +78,14 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     from sqlray.text2sql import get_split, load_text2sql
     from sqlray.training.data import tokenize_split
 
+    from sqlray.training.fingerprint import dataset_hash
+
     d = cfg.data
     dd = load_text2sql(d.source, d.config_name)
     train = get_split(dd, d.train_split, d.source)
     if d.max_train_rows:
         train = train.select(range(min(d.max_train_rows, len(train))))
+    data_hash = dataset_hash(train)
     splits = {"train": tokenize_split(train, tokenizer, d.max_length, "train").remove_columns(["length"]),
               "eval": tokenize_split(get_split(dd, d.eval_split, d.source), tokenizer, d.max_length,
                                      "eval").remove_columns(["length"])}
@@ -76,7 +93,29 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     samplers = {k: DistributedSampler(v, num_replicas=world, rank=rank, shuffle=(k == "train"),
                                       seed=cfg.train.seed, drop_last=(k == "train")) for k, v in splits.items()}
     return {k: DataLoader(splits[k], batch_size=cfg.train.micro_batch_size, sampler=samplers[k],
-                          collate_fn=collate, drop_last=(k == "train")) for k in splits}, samplers["train"]
+                          collate_fn=collate, drop_last=(k == "train")) for k in splits}, samplers["train"], data_hash
+
+
+def _sum_across_ranks(value: float, device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return float(t[0])
+
+
+def _step_tokens(group: list[dict], device) -> torch.Tensor:
+    """Target tokens in one optimizer step, over all its micro-batches and all ranks (labels shift by one)."""
+    n = sum(int((b["labels"][:, 1:] != -100).sum()) for b in group)
+    return torch.tensor(_sum_across_ranks(n, device), device=device)
+
+
+def _groups(it, size: int):
+    """Micro-batches in optimizer steps: lists of ``size`` (a short tail is dropped, as the epoch's end)."""
+    while True:
+        group = list(itertools.islice(it, size))
+        if len(group) < size:
+            return
+        yield group
 
 
 def _mean_across_ranks(total: float, count: float, device) -> float:
@@ -101,41 +140,45 @@ def evaluate_loss(engine, loader) -> float:
     return _mean_across_ranks(total, tokens, engine.device)
 
 
-def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path) -> None:
+def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path, fingerprint: dict) -> None:
     from sqlray.training.parallelize import save_state
 
     save_state(engine, folder / "deepspeed")
     torch.save(_rng_state(), folder / f"rng_rank{rank}.pt")
     if rank == 0:
         (folder / STATE_FILE).write_text(json.dumps(state.__dict__))
+        (folder / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
 
 
-def _restore(engine, rank: int) -> TrainerState:
+def _restore(engine, rank: int, fingerprint: dict) -> TrainerState:
     import ray.train
 
+    from sqlray.training.fingerprint import check_fingerprint
     from sqlray.training.parallelize import load_state
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return TrainerState()
     with ckpt.as_directory() as d:
+        check_fingerprint(Path(d), fingerprint)  # also checked by the driver before any worker starts
         load_state(engine, Path(d) / "deepspeed")
         rng = Path(d) / f"rng_rank{rank}.pt"
-        if rng.exists():
-            _set_rng_state(torch.load(rng, weights_only=False))
+        if not rng.exists():
+            raise RuntimeError(f"checkpoint {d} has no RNG state for rank {rank}: it cannot resume exactly")
+        _set_rng_state(torch.load(rng, weights_only=False))
         state = TrainerState(**json.loads((Path(d) / STATE_FILE).read_text()))
     state.resumes.append(state.global_step)
     return state
 
 
-def _report(engine, state: TrainerState, metrics: dict, rank: int, export_fn=None) -> None:
+def _report(engine, state: TrainerState, metrics: dict, rank: int, fingerprint: dict, export_fn=None) -> None:
     """Checkpoint through ray.train.report: each rank uploads its own shard, Ray merges them."""
     import ray.train
     from ray.train import Checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        _save_checkpoint(engine, state, rank, folder)
+        _save_checkpoint(engine, state, rank, folder, fingerprint)
         if export_fn is not None:
             export_fn(folder)
         ray.train.report(metrics, checkpoint=Checkpoint.from_directory(tmp))
@@ -166,8 +209,9 @@ def build_training_model(cfg: TrainConfig, device_map=None):
 def train_fn_per_worker(config: dict) -> None:
     import ray.train
 
+    from sqlray.training.fingerprint import run_fingerprint
     from sqlray.training.model import build_tokenizer
-    from sqlray.training.parallelize import init_distributed, wrap
+    from sqlray.training.parallelize import init_distributed, partitioned_construction, wrap
 
     cfg = resolve_paths(TrainConfig.model_validate(config))
     ctx = ray.train.get_context()
@@ -177,42 +221,63 @@ def train_fn_per_worker(config: dict) -> None:
     _seed_all(cfg.train.seed)
 
     tokenizer = build_tokenizer(cfg.model.name_or_path)
-    loaders, sampler = _loaders(cfg, tokenizer, rank, world)
+    loaders, sampler, data_hash = _loaders(cfg, tokenizer, rank, world)
+    fp = run_fingerprint(cfg, data_hash)
     ga = cfg.train.gradient_accumulation_steps
     steps_per_epoch = len(loaders["train"]) // ga
+    if steps_per_epoch == 0:  # the driver's preflight says this first; rows may also be dropped for length
+        raise RuntimeError(f"zero optimizer steps per epoch: {len(loaders['train'])} micro-batches per rank, "
+                           f"train.gradient_accumulation_steps={ga}")
     total = steps_per_epoch * cfg.train.epochs
     total = min(total, cfg.train.max_steps) if cfg.train.max_steps else total
-    model = build_training_model(cfg, device_map={"": ctx.get_local_rank()} if cfg.scaling.use_gpu else None)
+    zero3 = partitioned_construction(cfg)  # while alive, from_pretrained builds under zero.Init
+    on_gpu = cfg.scaling.use_gpu and zero3 is None  # zero.Init places ZeRO-3 shards itself
+    model = build_training_model(cfg, device_map={"": ctx.get_local_rank()} if on_gpu else None)
     engine = wrap(model, cfg, total)
-    state = _restore(engine, rank)
+    # Dropped once the engine exists: rank 0 alone builds the exported model later, and under a live
+    # HfDeepSpeedConfig that would be a zero.Init collective the other ranks never join.
+    del zero3
+    state = _restore(engine, rank, fp)
     bar = _progress(rank, total, state.global_step)
-    run_sum = run_n = 0.0
+    window: list[float] = []  # step losses since the last log
     while state.global_step < total:
         sampler.set_epoch(state.epoch)
-        batches = itertools.islice(iter(loaders["train"]), state.micro_in_epoch, steps_per_epoch * ga)
-        for batch in batches:
-            batch = {k: v.to(engine.device) for k, v in batch.items()}
-            loss = engine(**batch).loss
-            engine.backward(loss)
-            engine.step()
-            state.micro_in_epoch += 1
-            run_sum, run_n = run_sum + loss.item(), run_n + 1
-            if state.micro_in_epoch % ga:
-                continue
+        micro = itertools.islice(iter(loaders["train"]), state.micro_in_epoch, steps_per_epoch * ga)
+        for group in _groups(micro, ga):
+            window.append(_optimizer_step(engine, group, world))
+            state.micro_in_epoch += ga
             state.global_step += 1
             if bar is not None:
                 bar.update(1)
             if state.global_step % cfg.train.log_every_steps == 0 or state.global_step == total:
-                loss_avg = _mean_across_ranks(run_sum, run_n, engine.device)
-                state.history.append({"step": state.global_step, "loss": loss_avg, "lr": engine.get_lr()[0]})
-                run_sum = run_n = 0.0
+                state.history.append({"step": state.global_step, "loss": sum(window) / len(window),
+                                      "lr": engine.get_lr()[0]})
+                window = []
             if state.global_step % cfg.train.eval_every_steps == 0 and state.global_step < total:
-                _checkpoint_step(engine, state, loaders["eval"], rank)
+                _checkpoint_step(engine, state, loaders["eval"], rank, fp)
             if state.global_step >= total:
                 break
         else:
             state.epoch, state.micro_in_epoch = state.epoch + 1, 0
-    _final_step(engine, state, loaders["eval"], rank, cfg, tokenizer)
+    _final_step(engine, state, loaders["eval"], rank, cfg, tokenizer, fp)
+
+
+def _optimizer_step(engine, group: list[dict], world: int) -> float:
+    """One optimizer step over ``group``'s micro-batches; returns the step's token-weighted loss (all ranks).
+
+    The model's loss is the micro-batch's summed token loss over the step's all-rank token count
+    (transformers' ``num_items_in_batch``). DeepSpeed averages gradients over ranks, so the loss goes
+    to backward times the world size, unscaled by accumulation: the step's gradient is then exactly
+    that of sum(token losses) / tokens."""
+    n_tokens = _step_tokens(group, engine.device)
+    local = 0.0
+    for batch in group:
+        batch = {k: v.to(engine.device) for k, v in batch.items()}
+        loss = engine(**batch, num_items_in_batch=n_tokens).loss
+        engine.backward(loss * world, scale_wrt_gas=False)
+        engine.step()
+        local += loss.item()
+    return _sum_across_ranks(local, engine.device)
 
 
 def _worker_nodes() -> list[str]:
@@ -238,14 +303,14 @@ def _last_loss(state: TrainerState) -> float | None:
     return next((h["loss"] for h in reversed(state.history) if "loss" in h), None)
 
 
-def _checkpoint_step(engine, state: TrainerState, eval_loader, rank: int) -> None:
+def _checkpoint_step(engine, state: TrainerState, eval_loader, rank: int, fp: dict) -> None:
     eval_loss = evaluate_loss(engine, eval_loader)
     _record_eval(state, eval_loss)
-    _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state)}, rank)
+    _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state)}, rank, fp)
 
 
-def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainConfig, tokenizer) -> None:
-    from sqlray.training.export import export_model
+def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainConfig, tokenizer, fp: dict) -> None:
+    from sqlray.training.export import RUN_DTYPES, export_model
     from sqlray.training.parallelize import gather_weights
 
     eval_loss = evaluate_loss(engine, eval_loader)
@@ -256,10 +321,10 @@ def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainC
 
     def export(folder: Path) -> None:
         if rank == 0:
-            export_model(weights, cfg.model, tokenizer, folder)
+            export_model(weights, cfg.model, tokenizer, folder, RUN_DTYPES[cfg.deepspeed.precision])
             (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes,
                                                              "worker_nodes": nodes}))
 
     _report(engine, state, {"step": state.global_step, "eval_loss": eval_loss, "loss": _last_loss(state), "done": True,
              "completed": True},  # Tune overwrites "done" with its own flag: "completed" survives
-            rank, export_fn=export)
+            rank, fp, export_fn=export)

@@ -126,7 +126,8 @@ def _report_callback(pending: tuple[str, ...]):
 
 
 def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
-    """EM/EX of a trial's exported (merged) model on the validation split; runs as a Ray task."""
+    """EM/EX of a trial's adapter on the shared base (no merged copy per trial), on the validation split;
+    runs as a Ray task."""
     import torch
 
     from sqlray.evaluation.generate import generate_sql, load_for_generation
@@ -139,7 +140,11 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
                       cfg.data.source)
     rows = [{**r, "id": i} for i, r in enumerate(split.select(range(min(max_rows, len(split)))))]
     with checkpoint.as_directory() as d:
-        model, tok = load_for_generation(str(Path(d) / "hf_model"))
+        adapter = Path(d) / "adapter"
+        if adapter.exists():
+            model, tok = load_for_generation(resolve_path(cfg.model.name_or_path), adapter=str(adapter))
+        else:
+            model, tok = load_for_generation(str(Path(d) / "hf_model"))
     if torch.cuda.is_available():
         model.cuda()
     preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size)
