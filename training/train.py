@@ -92,8 +92,12 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
     samplers = {k: DistributedSampler(v, num_replicas=world, rank=rank, shuffle=(k == "train"),
                                       seed=cfg.train.seed, drop_last=(k == "train")) for k, v in splits.items()}
+    # Each loader has its own generator: creating an iterator draws a seed from it, and from the global
+    # RNG without one, which would shift LoRA dropout's masks after a resume (a new iterator mid-epoch).
     return {k: DataLoader(splits[k], batch_size=cfg.train.micro_batch_size, sampler=samplers[k],
-                          collate_fn=collate, drop_last=(k == "train")) for k in splits}, samplers["train"], data_hash
+                          collate_fn=collate, drop_last=(k == "train"),
+                          generator=torch.Generator().manual_seed(cfg.train.seed))
+            for k in splits}, samplers["train"], data_hash
 
 
 def _sum_across_ranks(value: float, device) -> float:

@@ -106,10 +106,19 @@ def test_export_reloads_and_generates(zero2, tiny_model, data_dir):
     assert (zero2.run_dir / "loss_curve.png").stat().st_size > 1000
 
 
-def test_lora_trains_only_the_adapter(tiny_model, data_dir, tmp_path):
+LORA = ("model.method=lora", "model.lora.r=4", "model.lora.alpha=8", "model.lora.dropout=0.1",
+        "data.max_train_rows=40")  # 5 steps an epoch on 2 workers x 4: 12 steps cross two epoch boundaries
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model, data_dir, tmp_path_factory):
+    return _train(tiny_model, data_dir, tmp_path_factory.mktemp("runs"), "lora", *LORA)
+
+
+def test_lora_trains_only_the_adapter(lora_run, tiny_model):
     from transformers import AutoModelForCausalLM
 
-    out = _train(tiny_model, data_dir, tmp_path, "lora", "model.method=lora", "model.lora.r=4", "model.lora.alpha=8")
+    out = lora_run
     adapter = load_file(out.adapter_dir / "adapter_model.safetensors")
     lora_b = [v for k, v in adapter.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b), "lora_B starts at zero and must have moved"
@@ -129,9 +138,10 @@ def _registered_checkpoints(run_dir: Path) -> int:
         return 0
 
 
-def test_killed_run_resumes_with_identical_losses(zero2, tiny_model, data_dir, tmp_path):
-    """The driver (and its whole Ray cluster) is SIGKILLed after its first checkpoint; the rerun resumes."""
-    args = _overrides(tiny_model, data_dir, tmp_path, "killed", "deepspeed.stage=2", "train.max_steps=12")
+def test_killed_lora_run_resumes_with_identical_losses(lora_run, tiny_model, data_dir, tmp_path):
+    """The driver (and its whole Ray cluster) is SIGKILLed after its first checkpoint; the rerun resumes from
+    the lean (adapter-only) checkpoint, across epoch boundaries, with LoRA dropout drawing the same masks."""
+    args = _overrides(tiny_model, data_dir, tmp_path, "killed", *LORA)
     script = ("import sys; from sqlray.training.config import load_config; from sqlray.training.driver import run_training; "
               "run_training(load_config(None, sys.argv[1:]))")
     proc = subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, start_new_session=True,
@@ -144,7 +154,7 @@ def test_killed_run_resumes_with_identical_losses(zero2, tiny_model, data_dir, t
     assert _registered_checkpoints(tmp_path / "killed") >= 1, "the first run never checkpointed"
     resumed = run_training(load_config(None, args))
     assert resumed.resumes and resumed.resumes[0] >= 4
-    assert _losses(resumed) == pytest.approx(_losses(zero2), rel=1e-5)
+    assert _losses(resumed) == pytest.approx(_losses(lora_run), rel=1e-5)
 
 
 def _kill_a_train_worker_after_first_checkpoint(run_dir: Path, killed: list) -> None:
@@ -166,3 +176,63 @@ def test_worker_killed_mid_run_recovers(tiny_model, data_dir, tmp_path):
     t.join()
     assert killed, "no train worker was found to kill"
     assert out.resumes and out.history[-1]["step"] == 40 and out.model_dir.exists()
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def test_lora_checkpoints_hold_only_trainable_state(lora_run, zero2):
+    lora_ckpt = sorted(lora_run.run_dir.glob("checkpoint_*"))[0] / "deepspeed"
+    full_ckpt = sorted(zero2.run_dir.glob("checkpoint_*"))[0] / "deepspeed"
+    assert _dir_bytes(lora_ckpt) < _dir_bytes(full_ckpt) / 4, (_dir_bytes(lora_ckpt), _dir_bytes(full_ckpt))
+    states = torch.load(next(lora_ckpt.rglob("mp_rank_00_model_states.pt")), weights_only=False)["module"]
+    # DeepSpeed's exclude_frozen_parameters walks named_parameters(), which lists a tied weight once: the
+    # tiny model's lm_head (tied to the embeddings) is the one frozen tensor that stays.
+    frozen = [k for k in states if "lora_" not in k]
+    assert any("lora_" in k for k in states) and frozen in ([], ["base_model.model.lm_head.weight"]), frozen
+
+
+@pytest.mark.parametrize("change, field", [("scaling.num_workers=1", "scaling.num_workers"),
+                                            ("train.micro_batch_size=2", "train.micro_batch_size"),
+                                            ("data.max_train_rows=32", "data (the training rows' content)")])
+def test_resume_with_other_settings_is_refused_before_training(lora_run, tiny_model, data_dir, change, field):
+    from sqlray.core import ConfigError
+
+    storage = lora_run.run_dir.parent
+    with pytest.raises(ConfigError) as e:
+        _train(tiny_model, data_dir, storage, "lora", *LORA, change)
+    assert field in str(e.value) and "run.name" in str(e.value)
+
+
+def test_an_epoch_without_optimizer_steps_is_an_error(tiny_model, data_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    from sqlray.core import ConfigError
+    from sqlray.text2sql import load_text2sql
+    from sqlray.training.data import tokenize_row
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    rows = list(load_text2sql(str(data_dir))["train"].select(range(40)))
+    lengths = sorted(tokenize_row(r, tok, 10**6)["length"] for r in rows)
+    # 5 of 40 rows fit: fewer than one step's 2 workers x 4 x 1 sequences
+    with pytest.raises(ConfigError, match="zero optimizer steps"):
+        _train(tiny_model, data_dir, tmp_path, "zero", "data.max_train_rows=40", f"data.max_length={lengths[4]}")
+
+
+def _curve(tiny, data_dir, storage, name, workers, micro, accum):
+    out = _train(tiny, data_dir, storage, name, "data.max_train_rows=160", "train.max_steps=24", "train.epochs=3",
+                 f"scaling.num_workers={workers}", f"train.micro_batch_size={micro}",
+                 f"train.gradient_accumulation_steps={accum}", "train.eval_every_steps=100")
+    return _losses(out)
+
+
+def test_loss_is_token_weighted_whatever_the_batch_layout(tiny_model, data_dir, tmp_path):
+    """The same 16 sequences per step as 1 x 16, 4 x 4 accumulated, or 2 workers x 8: the same curve."""
+    one = _curve(tiny_model, data_dir, tmp_path, "w1m16", 1, 16, 1)
+    accum = _curve(tiny_model, data_dir, tmp_path, "w1m4a4", 1, 4, 4)
+    two = _curve(tiny_model, data_dir, tmp_path, "w2m8", 2, 8, 1)
+    assert len(one) == len(accum) == len(two) == 24
+    assert one[-1] < one[0] - 0.5
+    for other in (accum, two):
+        assert max(abs(a - b) / a for a, b in zip(one, other)) < 0.005, (one, other)
