@@ -57,7 +57,7 @@ def plain_loop(model_dir: str, data: str, steps: int, warmup: int, mb: int, thre
     return tokens / (time.perf_counter() - t0)
 
 
-def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int) -> float:
+def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int, method: str = "full") -> float:
     import ray.train
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -75,7 +75,7 @@ def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int) -> fl
         torch.set_num_threads(1)
         ctx = ray.train.get_context()
         cfg = load_config(None, [f"model.name_or_path={config['model']}", f"train.micro_batch_size={config['mb']}",
-                                 "deepspeed.stage=2", "train.learning_rate=1e-3"])
+                                 "deepspeed.stage=2", "train.learning_rate=1e-3", f"model.method={config['method']}"])
         init_distributed(False)
         tok = build_tokenizer(cfg.model.name_or_path)
         ds = tokenize_split(load_text2sql(config["data"])["train"], tok, 512).remove_columns(["length"])
@@ -100,7 +100,7 @@ def ray_zero2(model_dir: str, data: str, steps: int, warmup: int, mb: int) -> fl
         return {"tokens_per_s": float(total) / elapsed}
 
     result = TorchTrainer(fn, train_loop_config={"model": model_dir, "data": data, "steps": steps,
-                                                 "warmup": warmup, "mb": mb},
+                                                 "warmup": warmup, "mb": mb, "method": method},
                           scaling_config=ScalingConfig(num_workers=2, use_gpu=False)).fit()
     return result.return_value["tokens_per_s"]
 
@@ -122,13 +122,17 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "TOKENIZERS_PARALLELISM": "false"}})
         zero2 = ray_zero2(model_dir, args.data, args.steps, args.warmup, args.micro_batch)
+        lora = ray_zero2(model_dir, args.data, args.steps, args.warmup, args.micro_batch, method="lora")
         ray.shutdown()
         plain = plain_loop(model_dir, args.data, args.steps, args.warmup, args.micro_batch, threads=2)
     print(f"{'path':<36}{'tokens/s':>12}")
     print(f"{'plain loop, 1 process x 2 threads':<36}{plain:>12,.0f}")
     print(f"{'Ray Train ZeRO-2, 2 workers x 1':<36}{zero2:>12,.0f}")
+    print(f"{'Ray Train ZeRO-2 LoRA (r 16, qkvo)':<36}{lora:>12,.0f}")
     print(f"ratio (Ray ZeRO-2 / plain): {zero2 / plain:.2f}   (goal >= 0.8)")
-    print(json.dumps({"plain_tokens_per_s": plain, "ray_zero2_tokens_per_s": zero2, "ratio": zero2 / plain}))
+    print(f"ratio (LoRA / full fine-tuning, same cores): {lora / zero2:.2f}")
+    print(json.dumps({"plain_tokens_per_s": plain, "ray_zero2_tokens_per_s": zero2, "ray_zero2_lora_tokens_per_s": lora,
+                      "ratio": zero2 / plain, "lora_over_full": lora / zero2}))
 
 
 if __name__ == "__main__":
