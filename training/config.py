@@ -11,6 +11,9 @@ from sqlray.core import ConfigError, StrictModel, load_yaml_config
 __all__ = ["ConfigError", "TrainConfig", "load_config"]
 
 
+PRECISION_DTYPES = {"fp16": "float16", "bf16": "bfloat16", "fp32": "float32"}
+
+
 class LoraSettings(StrictModel):
     r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
     alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
@@ -23,8 +26,9 @@ class LoraSettings(StrictModel):
 class QuantSettings(StrictModel):
     quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit data type (QLoRA uses NF4).")
     double_quant: bool = Field(True, description="Quantise the quantisation constants too (QLoRA's double quant).")
-    compute_dtype: Literal["float16", "bfloat16", "float32"] = Field(
-        "float16", description="dtype the 4-bit weights are dequantised to for matmuls.")
+    compute_dtype: Literal["float16", "bfloat16", "float32"] | None = Field(
+        None, description="dtype the 4-bit weights are dequantised to for matmuls; unset: follows "
+                          "deepspeed.precision (fp16 -> float16, bf16 -> bfloat16, fp32 -> float32).")
 
 
 class ModelSettings(StrictModel):
@@ -120,7 +124,16 @@ class TrainConfig(StrictModel):
             raise ValueError("deepspeed.offload_optimizer needs deepspeed.stage>=1.")
         if m.method == "full" and m.quantization != QuantSettings():
             raise ValueError("model.quantization is only used with model.method=qlora.")
+        cd, want = m.quantization.compute_dtype, PRECISION_DTYPES[ds.precision]
+        if m.method == "qlora" and cd is not None and cd != want:
+            raise ValueError(f"model.quantization.compute_dtype={cd} contradicts deepspeed.precision={ds.precision} "
+                             f"(which computes in {want}): leave compute_dtype unset or make them agree.")
         return self
+
+    @property
+    def compute_dtype(self) -> str:
+        """The QLoRA compute dtype in effect: the one set, else the training precision's."""
+        return self.model.quantization.compute_dtype or PRECISION_DTYPES[self.deepspeed.precision]
 
     @property
     def global_batch_size(self) -> int:

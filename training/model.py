@@ -25,9 +25,11 @@ def peft_config(cfg: ModelSettings):
                       target_modules=cfg.lora.target_modules, task_type=TaskType.CAUSAL_LM, bias="none")
 
 
-def build_model(cfg: ModelSettings, dtype: torch.dtype = torch.float32, device_map=None):
+def build_model(cfg: ModelSettings, dtype: torch.dtype = torch.float32, device_map=None,
+                compute_dtype: str | None = None):
     """The model for ``cfg.method``: full (all weights train), lora (frozen base + adapter) or
-    qlora (NF4 base with double quantisation + adapter)."""
+    qlora (NF4 base with double quantisation + adapter; ``compute_dtype``: TrainConfig.compute_dtype).
+    Gradient checkpointing is non-reentrant everywhere, and input gradients are enabled once."""
     kwargs = {"dtype": dtype}
     if cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
@@ -35,7 +37,7 @@ def build_model(cfg: ModelSettings, dtype: torch.dtype = torch.float32, device_m
         q = cfg.quantization
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=q.quant_type, bnb_4bit_use_double_quant=q.double_quant,
-            bnb_4bit_compute_dtype=_DTYPES[q.compute_dtype])
+            bnb_4bit_compute_dtype=_DTYPES[compute_dtype or q.compute_dtype or "float16"])
         kwargs["device_map"] = device_map or {"": 0}
     elif device_map is not None:
         kwargs["device_map"] = device_map
@@ -44,14 +46,16 @@ def build_model(cfg: ModelSettings, dtype: torch.dtype = torch.float32, device_m
     if cfg.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+        # It enables checkpointing (non-reentrant, as below) and input gradients itself.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     elif cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.method == "lora":
+            model.enable_input_require_grads()  # a frozen embedding: checkpointed blocks need a grad input
     if cfg.method in ("lora", "qlora"):
         from peft import get_peft_model
 
-        if cfg.gradient_checkpointing:
-            model.enable_input_require_grads()
         model = get_peft_model(model, peft_config(cfg))
     # from_pretrained returns eval mode, where transformers skips gradient checkpointing and LoRA
     # dropout is off: a 6B QLoRA step then held every layer's activations (66 GiB peak on an H100).

@@ -207,7 +207,7 @@ def build_training_model(cfg: TrainConfig, device_map=None):
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.deepspeed.precision]
     return build_model(cfg.model, dtype=dtype if cfg.model.method != "qlora" else torch.float32,
-                       device_map=device_map)
+                       device_map=device_map, compute_dtype=cfg.compute_dtype)
 
 
 def train_fn_per_worker(config: dict) -> None:

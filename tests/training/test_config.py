@@ -64,6 +64,8 @@ def test_overrides_are_typed():
     (["train.lerning_rate=1"], "train.lerning_rate"),
     (["deepspeed.stage=5"], "deepspeed.stage"),
     (["run.name=bad name"], "run.name"),
+    (["model.method=qlora", "scaling.use_gpu=true", "deepspeed.precision=bf16",
+      "model.quantization.compute_dtype=float16"], "model.quantization.compute_dtype=float16 contradicts"),
 ])
 def test_bad_configs_name_the_field(overrides, needle):
     with pytest.raises(ConfigError) as e:
@@ -122,3 +124,11 @@ def test_tune_searches_dropout_and_target_modules_too():
                                                          "dropout": 0.1, "target_modules": ["o_proj"]}, "t", "runs")
     assert (cfg.model.lora.r, cfg.model.lora.alpha, cfg.model.lora.dropout) == (4, 8.0, 0.1)
     assert cfg.model.lora.target_modules == ["o_proj"] and cfg.train.learning_rate == 1e-3
+
+
+def test_qlora_compute_dtype_follows_precision_unless_set():
+    base = ["model.name_or_path=m", "model.method=qlora", "scaling.use_gpu=true"]
+    assert load_config(None, [*base, "deepspeed.precision=bf16"]).compute_dtype == "bfloat16"
+    assert load_config(None, [*base, "deepspeed.precision=fp16"]).compute_dtype == "float16"
+    assert load_config(None, [*base, "deepspeed.precision=fp16",
+                              "model.quantization.compute_dtype=float16"]).compute_dtype == "float16"
