@@ -6,17 +6,20 @@ import sys
 
 
 def _cmd_cluster(args) -> None:
+    from pathlib import Path
+
     from sqlray.cluster import local
 
+    folder = Path(args.state).expanduser().resolve() if args.state else None
     if args.action == "up":
-        st = local.up(workers=args.workers, cpus_per_node=args.cpus_per_node, head_cpus=args.head_cpus)
+        st = local.up(workers=args.workers, cpus_per_node=args.cpus_per_node, head_cpus=args.head_cpus, folder=folder)
         print(f"[sqlray] cluster up: head + {args.workers} workers ({args.cpus_per_node} CPU each)")
         print(f"[sqlray] address {st.gcs_address}  (RAY_ADDRESS={st.gcs_address} sqlray train ... joins it)")
         print(f"[sqlray] dashboard/Jobs API {st.dashboard_url} (loopback only, token auth)")
     elif args.action == "status":
-        print(json.dumps(local.status(), indent=1, default=str))
+        print(json.dumps(local.status(folder), indent=1, default=str))
     else:
-        stopped = local.down()
+        stopped = local.down(folder)
         print(f"[sqlray] stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
@@ -57,6 +60,8 @@ def add_commands(sub) -> None:
     c.add_argument("--workers", type=int, default=2, help="worker nodes besides the head")
     c.add_argument("--cpus-per-node", type=float, default=1, help="CPUs each worker node advertises")
     c.add_argument("--head-cpus", type=float, default=None, help="CPUs of the head (default: --cpus-per-node)")
+    c.add_argument("--state", help="folder for the cluster's state and logs (default: SQLRAY_CLUSTER_DIR, "
+                                   "else ~/.sqlray/cluster)")
     c.set_defaults(fn=_cmd_cluster)
 
     s = sub.add_parser("submit", help="run a sqlray command as a Ray job: sqlray submit --follow -- sqlray train ...")

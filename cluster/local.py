@@ -20,7 +20,17 @@ LOOPBACK = "127.0.0.2"
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("SQLRAY_CLUSTER_DIR", ".cache/cluster")).resolve()
+    """Absolute, whatever the current folder: `down` from anywhere finds what `up` started."""
+    return Path(os.environ.get("SQLRAY_CLUSTER_DIR") or "~/.sqlray/cluster").expanduser().resolve()
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the pid, an
+    identity that a reused pid cannot fake."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -75,11 +85,11 @@ def _node_ports() -> list[str]:
             "--dashboard-agent-grpc-port", str(free_port()), "--runtime-env-agent-port", str(free_port())]
 
 
-def _spawn(args: list[str], log: Path, env: dict) -> int:
+def _spawn(args: list[str], log: Path, env: dict, role: str) -> dict:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as f:
         p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    return p.pid
+    return {"role": role, "pid": p.pid, "start_time": _start_time(p.pid), "log": str(log)}
 
 
 _COUNT_NODES = """
@@ -114,10 +124,19 @@ def _wait_nodes(gcs: str, n: int, timeout: float) -> None:
 
 def up(workers: int = 2, cpus_per_node: float = 1, head_cpus: float | None = None, port: int | None = None,
        dashboard_port: int | None = None, folder: Path | None = None, timeout: float = 120) -> ClusterState:
+    """Start the cluster; if any step fails, what was started is stopped before the error is raised."""
     folder = folder or state_dir()
-    if (old := ClusterState.load(folder)) and any(_alive(n["pid"]) for n in old.nodes):
+    if (old := ClusterState.load(folder)) and any(_ours(n) for n in old.nodes):
         raise RuntimeError(f"a cluster started from {folder} is still running ({old.gcs_address}); "
                            "run `sqlray cluster down` first")
+    try:
+        return _up(workers, cpus_per_node, head_cpus, port, dashboard_port, folder, timeout)
+    except BaseException:
+        down(folder, timeout=10)
+        raise
+
+
+def _up(workers, cpus_per_node, head_cpus, port, dashboard_port, folder: Path, timeout: float) -> ClusterState:
     env = node_env()
     port, dport = port or free_port(), dashboard_port or free_port()
     head_cpus = cpus_per_node if head_cpus is None else head_cpus
@@ -127,7 +146,7 @@ def up(workers: int = 2, cpus_per_node: float = 1, head_cpus: float | None = Non
             "--dashboard-host", LOOPBACK, "--dashboard-port", str(dport), "--include-dashboard", "true",
             "--ray-client-server-port", str(free_port()), "--num-cpus", str(int(head_cpus)),
             "--num-gpus", "0", *_node_ports()]
-    state.nodes.append({"role": "head", "pid": _spawn(head, folder / "head.log", env), "log": str(folder / "head.log")})
+    state.nodes.append(_spawn(head, folder / "head.log", env, "head"))
     state.save(folder)
     _wait_port(LOOPBACK, port, timeout)
     for i in range(workers):
@@ -137,7 +156,7 @@ def up(workers: int = 2, cpus_per_node: float = 1, head_cpus: float | None = Non
         tmp = tempfile.mkdtemp(prefix="sqlray-node-", dir="/tmp")
         cmd = [_ray_bin(), "start", "--block", "--address", gcs, "--node-ip-address", LOOPBACK,
                "--num-cpus", str(int(cpus_per_node)), "--num-gpus", "0", "--temp-dir", tmp, *_node_ports()]
-        state.nodes.append({"role": f"worker{i + 1}", "pid": _spawn(cmd, log, env), "log": str(log), "temp_dir": tmp})
+        state.nodes.append({**_spawn(cmd, log, env, f"worker{i + 1}"), "temp_dir": tmp})
         state.save(folder)
         # One at a time: raylets starting together on one host can time out registering.
         _wait_nodes(gcs, i + 2, timeout)
@@ -168,13 +187,28 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def kill_node(state: ClusterState, role: str, sig: int = signal.SIGKILL) -> None:
-    """Stop one node's whole process group (its raylet and the workers it started)."""
-    pid = next(n["pid"] for n in state.nodes if n["role"] == role)
+def _ours(node: dict) -> bool:
+    """The node's leader process is alive and is the one we started (same pid and start time)."""
+    return _alive(node["pid"]) and _start_time(node["pid"]) == node.get("start_time")
+
+
+def _signal_group(node: dict, sig: int) -> bool:
+    """Signal the node's process group only if it is still ours. A live leader with another start time is a
+    reused pid: not ours, left alone. A dead leader leaves its group id reserved while any member lives (the
+    kernel never hands out a pid still in use as a process group), so those members are our orphans."""
+    pid = node["pid"]
+    if _alive(pid) and not _ours(node):
+        return False
     try:
         os.killpg(pid, sig)
+        return True
     except ProcessLookupError:
-        pass
+        return False
+
+
+def kill_node(state: ClusterState, role: str, sig: int = signal.SIGKILL) -> None:
+    """Stop one node's whole process group (its raylet and the workers it started)."""
+    _signal_group(next(n for n in state.nodes if n["role"] == role), sig)
 
 
 def down(folder: Path | None = None, timeout: float = 30) -> list[str]:
@@ -185,13 +219,15 @@ def down(folder: Path | None = None, timeout: float = 30) -> list[str]:
         return []
     stopped = []
     for node in sorted(state.nodes, key=lambda n: n["role"] == "head"):
-        if _alive(node["pid"]):
-            kill_node(state, node["role"], signal.SIGTERM)
+        if _alive(node["pid"]) and not _ours(node):
+            continue  # the pid now belongs to another process: never signal it
+        if _ours(node):
+            _signal_group(node, signal.SIGTERM)
             deadline = time.time() + timeout
             while _alive(node["pid"]) and time.time() < deadline:
                 time.sleep(0.2)
             stopped.append(node["role"])
-        kill_node(state, node["role"], signal.SIGKILL)  # whatever of its process group outlived the leader
+        _signal_group(node, signal.SIGKILL)  # whatever of its process group outlived the leader
         if node.get("temp_dir"):
             shutil.rmtree(node["temp_dir"], ignore_errors=True)
     (folder / "state.json").unlink(missing_ok=True)
@@ -206,7 +242,7 @@ def status(folder: Path | None = None) -> dict:
     state = ClusterState.load(folder or state_dir())
     if state is None:
         return {"running": False}
-    nodes = [{**n, "alive": _alive(n["pid"])} for n in state.nodes]
+    nodes = [{**n, "alive": _ours(n)} for n in state.nodes]
     info: dict = {"running": any(n["alive"] for n in nodes), "address": state.gcs_address,
                   "dashboard": state.dashboard_url, "nodes": nodes}
     if info["running"]:

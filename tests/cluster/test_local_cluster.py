@@ -67,3 +67,48 @@ def test_job_survives_a_killed_worker_node(cluster, tiny_model, tmp_path):
     saved = json.loads((tmp_path / "fault" / "history.json").read_text())
     assert saved["resumes"] and saved["resumes"][0] >= 10, saved["resumes"]  # restarted from a checkpoint
     assert saved["history"][-1]["step"] == 80
+
+
+def test_state_folder_is_absolute_wherever_the_command_runs(tmp_path, monkeypatch):
+    monkeypatch.delenv("SQLRAY_CLUSTER_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert local.state_dir() == (Path.home() / ".sqlray" / "cluster").resolve()
+    monkeypatch.setenv("SQLRAY_CLUSTER_DIR", "rel/state")
+    assert local.state_dir().is_absolute()
+
+
+def _sleeper():
+    import subprocess
+
+    return subprocess.Popen(["sleep", "120"], start_new_session=True)
+
+
+def test_down_never_signals_a_reused_pid(tmp_path):
+    """A saved pid now belonging to another process (same pid, another start time) is left alone."""
+    stranger = _sleeper()
+    try:
+        real = local._start_time(stranger.pid)
+        local.ClusterState("127.0.0.2:1", "http://127.0.0.2:2",
+                           [{"role": "head", "pid": stranger.pid, "start_time": real - 1, "log": ""}]).save(tmp_path)
+        assert local.down(tmp_path, timeout=2) == []
+        assert stranger.poll() is None, "a process that is not ours was killed"
+        local.ClusterState("127.0.0.2:1", "http://127.0.0.2:2",
+                           [{"role": "head", "pid": stranger.pid, "start_time": real, "log": ""}]).save(tmp_path)
+        assert local.down(tmp_path, timeout=5) == ["head"]  # the same process, identity matching: ours
+        assert stranger.wait(10) is not None
+    finally:
+        if stranger.poll() is None:
+            stranger.kill()
+
+
+def test_a_failed_up_stops_what_it_started(tmp_path):
+    import psutil
+
+    port = local.free_port()
+    with pytest.raises((TimeoutError, RuntimeError)):
+        local.up(workers=1, port=port, folder=tmp_path, timeout=0.01)  # too short for the head to listen
+    time.sleep(1)
+    left = [p for p in psutil.process_iter(["cmdline"]) if "--port" in (p.info["cmdline"] or [])
+            and str(port) in (p.info["cmdline"] or []) and "start" in (p.info["cmdline"] or [])]
+    assert not left, [p.info["cmdline"] for p in left]
+    assert local.ClusterState.load(tmp_path) is None
