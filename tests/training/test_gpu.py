@@ -35,3 +35,43 @@ def test_bf16_training_on_one_gpu(tiny_model, data_dir, tmp_path, ray_cluster):
     out = run_training(cfg)
     losses = [h["loss"] for h in out.history if "loss" in h]
     assert losses[-1] < losses[0]
+
+
+def test_qlora_through_the_whole_path(tiny_model, data_dir, tmp_path, ray_cluster):
+    """fp16 QLoRA, ZeRO-2, Ray Train, adapter export from fp32 masters, one merged fp16 model, reload."""
+    from safetensors.torch import load_file
+
+    from sqlray.evaluation.generate import generate_sql, load_for_generation
+    from sqlray.training.driver import run_training
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_model}", f"data.source={data_dir}", "data.max_train_rows=64",
+                             "model.method=qlora", "model.lora.r=8", "model.lora.alpha=16", "scaling.use_gpu=true",
+                             "scaling.num_workers=1", "deepspeed.precision=fp16", "deepspeed.stage=2",
+                             "model.gradient_checkpointing=true", "train.max_steps=8", "train.micro_batch_size=4",
+                             "train.log_every_steps=1", "train.learning_rate=5e-3", f"run.storage_path={tmp_path}",
+                             "run.name=qlora"])
+    out = run_training(cfg)
+    losses = [h["loss"] for h in out.history if "loss" in h]
+    assert losses[-1] < losses[0]
+    adapter = load_file(out.adapter_dir / "adapter_model.safetensors")
+    assert adapter and all(v.dtype == torch.float32 for v in adapter.values())  # fp32 masters, not fp16 copies
+    import json
+    assert json.loads((out.model_dir / "config.json").read_text())["dtype"] == "float16"  # the run's dtype
+    model, tok = load_for_generation(str(out.model_dir))
+    rows = [json.loads(x) for x in (data_dir / "test.jsonl").read_text().splitlines()[:2]]
+    assert all(isinstance(o["prediction"], str) for o in generate_sql(model.cuda(), tok, rows, max_new_tokens=16))
+
+
+def test_estimator_against_measured_memory():
+    """benchmarks/gpu_memory.py on TinyLlama-1.1B's shape: the estimate within 15% of the measured peak."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(repo / "benchmarks" / "gpu_memory.py"), "--shape", "tiny-1b",
+                        "train.micro_batch_size=4"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    ratios = [float(m.group(1)) for m in re.finditer(r"^(?:qlora|lora)\s.*?([0-9.]+)\s*$", r.stdout, re.M)]
+    assert len(ratios) == 2 and all(0.85 <= x <= 1.15 for x in ratios), r.stdout[-2000:]
