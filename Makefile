@@ -3,9 +3,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/tiny-cpu.yaml
+IMAGE  ?= ghcr.io/example/sqlray:0.1.0
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/sqlray/torch_extensions
 
-.PHONY: install demo test bench data clean
+.PHONY: install demo test bench data clean image
 
 # torch is pinned first: 2.13.0 is a CPU build on this machine's disk; an unpinned torch
 # (asked for by any dependency) would pull a multi-GB CUDA build.
@@ -32,3 +33,7 @@ data: install
 
 clean:
 	rm -rf runs .cache
+
+# The image the cluster definitions run (Dockerfile); push it and point cluster/kuberay at it.
+image:
+	docker build -t $(IMAGE) .
