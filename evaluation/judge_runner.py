@@ -117,7 +117,7 @@ class JudgeActor:
     async def _one(self, req: dict) -> str:
         import openai
 
-        s, asked_again, usage, last = self.s, False, [0, 0], "rate limited"
+        s, asked_again, usage, last, kept = self.s, False, [0, 0], "rate limited", None
         for attempt in range(1, s.max_attempts + 1):
             try:
                 body = await self._send(req)
@@ -140,14 +140,22 @@ class JudgeActor:
                 return "failed"
             usage = [usage[0] + answer.prompt_tokens, usage[1] + answer.completion_tokens]
             verdict = parse_verdict(answer.text)
-            if verdict is None and not asked_again:
+            if verdict is None and not asked_again and attempt < s.max_attempts:
                 asked_again = True  # a well-formed answer the judge worded badly: ask once more, then keep it
+                kept = (answer, body)
                 await self.journal.note.remote(req["key"], "unparseable judge output", body[:RAW_KEEP])
                 continue
             await self.journal.record.remote(req["key"], status="done", verdict=verdict, text=answer.text,
                                              error=None if verdict else "unparseable judge output",
                                              prompt_tokens=usage[0], completion_tokens=usage[1],
                                              request_id=answer.request_id, raw=body[:RAW_KEEP])
+            return "done"
+        if asked_again:  # a valid (if unparseable) answer was received: final, never paid for again
+            answer, body = kept
+            await self.journal.record.remote(req["key"], status="done", verdict=None, text=answer.text,
+                                             error="unparseable judge output", prompt_tokens=usage[0],
+                                             completion_tokens=usage[1], request_id=answer.request_id,
+                                             raw=body[:RAW_KEEP])
             return "done"
         await self.journal.record.remote(req["key"], status="gave_up", prompt_tokens=usage[0],
                                          completion_tokens=usage[1],

@@ -133,14 +133,14 @@ def _bounded_printf(fmt, *args):
     global _printf_helper
     if fmt is None:
         return None
-    widths = [int(w) for m in _WIDTH.finditer(str(fmt)) for w in m.groups() if w]
-    if "*" in str(fmt):
-        widths += [abs(int(a)) for a in args if isinstance(a, int)]
-    if any(w > MAX_VALUE_BYTES for w in widths):
-        raise ValueError(f"printf width over {MAX_VALUE_BYTES}")
     if _printf_helper is None:
         _printf_helper = sqlite3.connect(":memory:", check_same_thread=False)
         _printf_helper.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    widths = [int(w) for m in _WIDTH.finditer(str(fmt)) for w in m.groups() if w]
+    if "*" in str(fmt):  # a '*' width is any argument, read as SQLite reads it (floats and numeric text too)
+        widths += [abs(_printf_helper.execute("SELECT CAST(? AS INTEGER)", (a,)).fetchone()[0] or 0) for a in args]
+    if any(w > MAX_VALUE_BYTES for w in widths):
+        raise ValueError(f"printf width over {MAX_VALUE_BYTES}")
     marks = ", ".join("?" for _ in range(len(args) + 1))
     return _printf_helper.execute(f"SELECT printf({marks})", (fmt, *args)).fetchone()[0]
 
@@ -166,10 +166,10 @@ def run_query(conn: sqlite3.Connection, sql: str, timeout_s: float = DEFAULT_TIM
         return QueryResult(None, f"expected one statement, got {len(statements)}")
     if not _is_read_only_query(statements[0]):
         return QueryResult(None, "not a query: only SELECT statements are run")
-    seal(conn)
     deadline = time.monotonic() + timeout_s
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, _PROGRESS_EVERY)
     try:
+        seal(conn)
+        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, _PROGRESS_EVERY)
         cur = conn.execute(statements[0])
         rows, error = _fetch(cur, max_rows)
         cols = tuple(d[0] for d in cur.description or ())

@@ -320,8 +320,7 @@ class HFEngine:
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         cancel = cancel or threading.Event()  # set when the client has what it needs (or went away)
         stops = StoppingCriteriaList([_RowStops(self.tok, enc["input_ids"].shape[1], [req]), _Cancelled(cancel)])
-        kwargs = {**enc, "max_new_tokens": req.max_new_tokens, "streamer": streamer,
-                  "stopping_criteria": stops, **self._gen_kwargs([req])}
+        kwargs = {**enc, "max_new_tokens": req.max_new_tokens, "streamer": streamer, "stopping_criteria": stops}
 
         error: list[BaseException] = []
         new_ids: list[list[int]] = []
@@ -330,7 +329,8 @@ class HFEngine:
             try:
                 with self.lock, torch.no_grad():
                     self.batch_sizes.append(1)
-                    out = self.model.generate(**kwargs)
+                    # Adapter kwargs under the lock: adapters may load or unload while this waits for it.
+                    out = self.model.generate(**kwargs, **self._gen_kwargs([req]))
                     new_ids.append(out[0, plen:].tolist())
             except BaseException as e:  # noqa: BLE001 - handed to the consumer below
                 error.append(e)

@@ -123,6 +123,8 @@ def parse_json_body(raw: bytes, model: type[BaseModel], max_bytes: int) -> BaseM
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise APIError(400, f"request body is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise APIError(400, "request body is nested too deeply") from None
     if not isinstance(data, dict):
         raise APIError(422, "request body must be a JSON object")
     try:

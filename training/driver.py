@@ -95,12 +95,16 @@ def _check_resume(cfg: TrainConfig, train) -> None:
 
 
 def _replace_dir(target: Path, make) -> None:
-    """Build a folder beside ``target`` and swap it in: a crash leaves the old one or the new one."""
-    tmp = target.with_name(f".{target.name}.tmp")
+    """Build a folder beside ``target`` and swap it in by renames: a crash leaves the old one (possibly as
+    ``.NAME.old``) or the new one, never neither half-written."""
+    tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
     shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     make(tmp)
-    shutil.rmtree(target, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
     tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def ensure_train_ray(cfg: TrainConfig) -> None:

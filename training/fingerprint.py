@@ -14,7 +14,8 @@ FINGERPRINT_FILE = "fingerprint.json"
 # fingerprint key -> the config field a user changes
 FIELDS = {"world_size": "scaling.num_workers", "micro_batch_size": "train.micro_batch_size",
           "gradient_accumulation_steps": "train.gradient_accumulation_steps", "max_length": "data.max_length",
-          "method": "model.method", "seed": "train.seed", "dataset": "data (the training rows' content)"}
+          "method": "model.method", "seed": "train.seed", "dataset": "data (the training rows' content)",
+          "base": "model.name_or_path (the frozen base a lean LoRA/QLoRA checkpoint does not hold)"}
 
 
 def dataset_hash(rows) -> str:
@@ -25,10 +26,30 @@ def dataset_hash(rows) -> str:
     return h.hexdigest()[:16]
 
 
+def base_identity(name_or_path: str) -> str:
+    """A local model folder: a hash of its config.json and of each weight file's name, size and first and
+    last MiB (cheap for a 6B model, and changed by retraining); a hub id: the id itself."""
+    p = Path(name_or_path)
+    if not p.is_dir():
+        return name_or_path
+    h = hashlib.sha256((p / "config.json").read_bytes() if (p / "config.json").exists() else b"")
+    for f in sorted(p.glob("*.safetensors")) + sorted(p.glob("*.bin")):
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            h.update(fh.read(2**20))
+            fh.seek(max(0, size - 2**20))
+            h.update(fh.read(2**20))
+    return h.hexdigest()[:16]
+
+
 def run_fingerprint(cfg: TrainConfig, data: str) -> dict:
-    return {"world_size": cfg.scaling.num_workers, "micro_batch_size": cfg.train.micro_batch_size,
-            "gradient_accumulation_steps": cfg.train.gradient_accumulation_steps, "max_length": cfg.data.max_length,
-            "method": cfg.model.method, "seed": cfg.train.seed, "dataset": data}
+    fp = {"world_size": cfg.scaling.num_workers, "micro_batch_size": cfg.train.micro_batch_size,
+          "gradient_accumulation_steps": cfg.train.gradient_accumulation_steps, "max_length": cfg.data.max_length,
+          "method": cfg.model.method, "seed": cfg.train.seed, "dataset": data}
+    if cfg.model.method != "full":  # the checkpoint holds the adapter only: it must go back on the same base
+        fp["base"] = base_identity(cfg.model.name_or_path)
+    return fp
 
 
 def check_fingerprint(folder: Path, current: dict, run_dir: Path | None = None) -> None:

@@ -55,8 +55,8 @@ def _seed_all(seed: int) -> None:
 
 def _rng_state() -> dict:
     s = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():  # LoRA dropout on GPU draws from the CUDA generators
-        s["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():  # LoRA dropout on GPU draws from this rank's device generator
+        s["cuda"] = torch.cuda.get_rng_state()
     return s
 
 
@@ -68,7 +68,7 @@ def _set_rng_state(s: dict) -> None:
         if "cuda" not in s:
             raise RuntimeError("checkpoint has no CUDA RNG state (written on CPU): resuming on GPU would replay "
                                "dropout differently; start a new run.name")
-        torch.cuda.set_rng_state_all(s["cuda"])
+        torch.cuda.set_rng_state(s["cuda"])  # this rank's current device, wherever a restart placed it
 
 
 def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):

@@ -17,6 +17,8 @@ HOSTILE = [
     "SELECT randomblob(900000000) FROM owners",
     "SELECT printf('%.*c', 900000000, 'x') FROM owners",
     "SELECT length(printf('%.*c', 2000000000, 'x'))",
+    "SELECT printf('%.*c', 1000000000.0, 'x') FROM owners",  # a float width, read as SQLite reads it
+    "SELECT printf('%.*c', '1000000000', 'x') FROM owners",  # numeric text too
     "SELECT replace(hex(zeroblob(400000000)), '0', 'xx')",
     "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c",
     "WITH RECURSIVE c(s) AS (SELECT 'ab' UNION ALL SELECT s || s FROM c) SELECT length(s) FROM c",

@@ -178,6 +178,7 @@ BAD = [
     (json.dumps({"context": DDL, "question": "q" * 3000}).encode(), 413, "question"),
     (json.dumps({"context": DDL * 200, "question": "q"}).encode(), 413, "bytes"),
     (json.dumps({"context": DDL, "question": "q", "extra": 1}).encode(), 422, "extra"),
+    (b"[" * 3000, 400, "nested"),  # under the size limit, deeper than the JSON parser recurses
 ]
 
 

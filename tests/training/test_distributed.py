@@ -205,6 +205,22 @@ def test_resume_with_other_settings_is_refused_before_training(lora_run, tiny_mo
     assert field in str(e.value) and "run.name" in str(e.value)
 
 
+def test_lora_resume_onto_another_base_is_refused(lora_run, tiny_model, data_dir, tmp_path):
+    """A lean checkpoint holds the adapter only: resuming it on a retrained base would load silently."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sqlray.core import ConfigError
+
+    other = tmp_path / "retrained"
+    shutil.copytree(tiny_model, other)
+    w = load_file(other / "model.safetensors")
+    save_file({k: v + 0.01 for k, v in w.items()}, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ConfigError, match="model.name_or_path"):
+        run_training(load_config(None, _overrides(other, data_dir, lora_run.run_dir.parent, "lora", *LORA)))
+
+
 def test_an_epoch_without_optimizer_steps_is_an_error(tiny_model, data_dir, tmp_path):
     from transformers import AutoTokenizer
 
