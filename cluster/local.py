@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from sqlray.core import atomic_write_json
+
 # Ray rewrites "127.0.0.1" to the host's outward IP when connecting; another loopback address stays as given.
 LOOPBACK = "127.0.0.2"
 
@@ -40,10 +42,7 @@ class ClusterState:
     nodes: list[dict] = field(default_factory=list)  # {"role", "pid", "log"}
 
     def save(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / ".state.json.tmp"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, folder / "state.json")
+        atomic_write_json(folder / "state.json", asdict(self))
 
     @classmethod
     def load(cls, folder: Path) -> "ClusterState | None":

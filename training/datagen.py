@@ -6,11 +6,11 @@ Every gold query is executed on SQLite at generation time; rows that fail are no
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 from pathlib import Path
 from typing import Callable
 
+from sqlray.core import atomic_write_jsonl
 from sqlray.evaluation.sandbox import open_sandbox, run_query
 from sqlray.training.schemas import DATABASES, Database, Table, database_ddl
 
@@ -194,11 +194,7 @@ def write_dataset(out_dir: str | Path, seed: int = 42) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for name, part in split_rows(generate_rows(seed), seed).items():
-        tmp = out / f".{name}.jsonl.tmp"
-        with tmp.open("w", encoding="utf-8") as f:
-            for r in part:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-        tmp.replace(out / f"{name}.jsonl")
+        atomic_write_jsonl(out / f"{name}.jsonl", part)
         counts[name] = len(part)
     return counts
 
@@ -216,7 +212,5 @@ def write_domain_dataset(out_dir: str | Path, db_id: int = HELDOUT_DB_ID, seed: 
     for name, part in splits.items():
         for i, r in enumerate(part):
             r["id"] = f"{name}-{i:05d}"
-        tmp = out / f".{name}.jsonl.tmp"
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
-        tmp.replace(out / f"{name}.jsonl")
+        atomic_write_jsonl(out / f"{name}.jsonl", part)
     return {k: len(v) for k, v in splits.items()}

@@ -145,13 +145,14 @@ def evaluate_loss(engine, loader) -> float:
 
 
 def _save_checkpoint(engine, state: TrainerState, rank: int, folder: Path, fingerprint: dict) -> None:
+    from sqlray.training.fingerprint import FINGERPRINT_FILE
     from sqlray.training.parallelize import save_state
 
     save_state(engine, folder / "deepspeed")
     torch.save(_rng_state(), folder / f"rng_rank{rank}.pt")
     if rank == 0:
         (folder / STATE_FILE).write_text(json.dumps(state.__dict__))
-        (folder / "fingerprint.json").write_text(json.dumps(fingerprint, indent=1))
+        (folder / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=1))
 
 
 def _restore(engine, rank: int, fingerprint: dict) -> TrainerState:
