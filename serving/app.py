@@ -66,8 +66,22 @@ class _AdapterHandle:
             threading.Thread(target=self.engine.release, args=(self.name,), daemon=True).start()
 
 
+class _Admission:
+    """Generation requests a replica holds (batched, queued or streaming); more get a JSON 503."""
+
+    def _init_admission(self, s: ServeSettings) -> None:
+        self._admitted = 0
+        q = s.max_queued_requests
+        self._capacity = None if q < 0 else s.max_ongoing_requests + q
+
+    def _check_room(self, n: int) -> None:
+        if self._capacity is not None and self._admitted + n > self._capacity:
+            raise APIError(503, "server busy: the request queue is full, retry later", type_="overloaded",
+                           headers={"Retry-After": "1"})
+
+
 @serve.ingress(app)
-class SQLModel(Routes):
+class SQLModel(_Admission, Routes):
     """One model replica, routes included. Wrapped by ``serve.deployment`` in ``build_app`` (options come
     from the config)."""
 
@@ -76,10 +90,7 @@ class SQLModel(Routes):
 
         self.s = ServeSettings.model_validate(settings)
         self._init_routes(self.s)
-        # Admission: generation requests this replica holds (batched, queued or streaming); more get 503.
-        self._admitted = 0
-        q = self.s.max_queued_requests
-        self._capacity = None if q < 0 else self.s.max_ongoing_requests + q
+        self._init_admission(self.s)
         self.engine = HFEngine(resolve_path(self.s.model), threads=max(1, int(self.s.num_cpus)),
                                prefix_marker=self.s.prefix_marker, prefix_cache_size=self.s.prefix_cache_size)
         self.generate_batch.set_max_batch_size(self.s.max_batch_size)
@@ -116,7 +127,7 @@ class SQLModel(Routes):
             await asyncio.to_thread(self.engine.release, n)  # the last release waits for the model lock
 
     def ready(self) -> dict:
-        return {"ready": True, "adapters_loaded": sorted(self.engine.adapters)}
+        return {"ready": True, "engine": "hf", "adapters_loaded": sorted(self.engine.adapters)}
 
     def refs(self) -> dict:
         """Who holds what: adapter references (Serve's LRU entry counts one) and admitted requests."""
@@ -161,11 +172,6 @@ class SQLModel(Routes):
         return [done[i] for i in range(len(reqs))]
 
     # -- what the routes call ----------------------------------------------------------------------
-    def _check_room(self, n: int) -> None:
-        if self._capacity is not None and self._admitted + n > self._capacity:
-            raise APIError(503, "server busy: the request queue is full, retry later", type_="overloaded",
-                           headers={"Retry-After": "1"})
-
     async def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
         self._check_room(len(reqs))
         for r in reqs:  # PromptTooLong before any of them is queued (a refused list generates nothing)
@@ -220,6 +226,66 @@ class SQLModel(Routes):
             threading.Thread(target=_finish_stream, args=(it, self.engine, held), daemon=True).start()
 
 
+@serve.ingress(app)
+class VLLMModel(_Admission, Routes):
+    """A replica whose engine is vLLM: requests go straight to vLLM's scheduler, which batches them
+    continuously (no Serve batch window); adapters are vLLM LoRARequests from local folders."""
+
+    def __init__(self, settings: dict):
+        from sqlray.serving.vllm_engine import VLLMEngine
+
+        self.s = s = ServeSettings.model_validate(settings)
+        self._init_routes(s)
+        self._init_admission(s)
+        self.engine = VLLMEngine(
+            resolve_path(s.model), adapters={n: resolve_path(p) for n, p in s.adapters.items()},
+            max_model_len=s.max_model_len, max_loras=s.max_adapters_per_replica, dtype=s.dtype,
+            gpu_memory_utilization=s.gpu_memory_utilization, kv_cache_gib=s.kv_cache_gib,
+            threads=max(1, int(s.num_cpus)), enforce_eager=s.enforce_eager, max_num_seqs=s.max_ongoing_requests)
+
+    def ready(self) -> dict:
+        return {"ready": True, "engine": "vllm", "adapters_loaded": sorted(self.engine.adapters)}
+
+    def refs(self) -> dict:
+        return {"adapter_refs": {}, "admitted": self._admitted}  # vLLM owns adapter lifetimes
+
+    def stats(self) -> dict:
+        return {"engine": "vllm", "admitted": self._admitted}
+
+    async def check_health(self) -> None:
+        await self.engine.alive()  # vLLM's engine process died: Serve restarts this replica
+
+    def __del__(self):
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.shutdown()
+
+    async def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
+        self._check_room(len(reqs))
+        for r in reqs:  # PromptTooLong before any of them is submitted
+            self.engine.check(r)
+        self._admitted += len(reqs)
+        try:
+            return list(await asyncio.gather(*[self.engine.generate_one(r) for r in reqs]))
+        finally:
+            self._admitted -= len(reqs)
+
+    def _pieces(self, req: GenRequest) -> tuple[AsyncIterator[str], "_Slot"]:
+        self._check_room(1)
+        self.engine.check(req)
+        slot = _Slot(self)
+
+        async def pieces():
+            it = self.engine.stream(req)
+            try:
+                async for piece in it:
+                    yield piece
+            finally:
+                await it.aclose()  # a client that left aborts the request inside vLLM
+                slot.release()
+        return pieces(), slot
+
+
 def build_app(args: dict):
     """Application builder: ``serve run sqlray.serving.app:build_app model=...`` or a Serve config's import_path."""
     s = ServeSettings.model_validate(args)
@@ -239,7 +305,8 @@ def build_app(args: dict):
     # rest with a JSON 503 + Retry-After itself (Serve's own queue limit would answer in plain text). Serve's
     # limit sits above that, with room for the cheap routes (health, models), and never refuses.
     room = (s.max_ongoing_requests + s.max_queued_requests) if s.max_queued_requests >= 0 else 1024
-    model = serve.deployment(SQLModel, name="SQLModel").options(
+    replica = VLLMModel if s.engine == "vllm" else SQLModel
+    model = serve.deployment(replica, name="SQLModel").options(
         num_replicas=None if autoscaling else s.num_replicas, autoscaling_config=autoscaling,
         max_ongoing_requests=room + 64, max_queued_requests=-1,
         ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus, "runtime_env": {"env_vars": env}},

