@@ -17,10 +17,12 @@ def _cmd_data(args) -> None:
         s = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm)
         print(json.dumps(clean_dataset(args.data, args.out, s, args.split), ensure_ascii=False))
     elif args.action == "generate":
-        from sqlray.training.datagen import write_dataset, write_domain_dataset
+        from sqlray.text2sql import load_text2sql
+        from sqlray.training.datagen import datasheet, datasheet_table, write_dataset, write_domain_dataset
 
         out = args.out or "data/text2sql"
         rows = {"main": write_dataset(out, seed=args.seed), "game (shifted task)": write_domain_dataset(f"{out}-game", seed=args.seed)}
+        print(datasheet_table(datasheet({k: list(v) for k, v in load_text2sql(out).items()})))
         print(json.dumps({"out": out, "rows": rows}, ensure_ascii=False))
 
 

@@ -46,7 +46,7 @@ class DataSettings(StrictModel):
     config_name: str | None = Field(None, description="Hub dataset config (e.g. 'origin' or 'clean').")
     train_split: str = Field("train", description="Split to train on.")
     eval_split: str = Field("validation", description="Split for the validation loss during training.")
-    test_splits: list[str] = Field(default_factory=lambda: ["test", "test_unseen_db"],
+    test_splits: list[str] = Field(default_factory=lambda: ["test", "test_unseen_schemas", "test_unseen_db"],
                                    description="Splits scored (EM/EX) before and after training.")
     max_length: int = Field(1024, ge=16, description="Block size in tokens; longer rows are dropped, not truncated.")
     max_train_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (smoke runs).")
@@ -91,6 +91,8 @@ class RunSettings(StrictModel):
 
 class EvalSettings(StrictModel):
     enabled: bool = Field(True, description="Score test splits before and after training.")
+    score_base: bool = Field(True, description="Also score the base model before training (the 'before' "
+                                               "columns); off for a randomly initialised base, which scores 0.")
     max_new_tokens: int = Field(96, ge=1, le=2048, description="Generation limit for the SQL.")
     batch_size: int = Field(32, ge=1, description="Prompts per generate() call.")
     num_actors: int = Field(2, ge=1, description="Ray actors generating in parallel.")

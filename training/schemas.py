@@ -20,6 +20,7 @@ class Column:
     lo: int = 0  # range for num columns
     hi: int = 100
     ref: str = ""  # parent table for fk columns
+    ref_pk: str = ""  # the parent's key column (else looked up by table name)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def ddl(table: Table) -> str:
         lines.append(f"  {c.name} {t}")
     for c in table.columns:
         if c.kind == "fk":
-            lines.append(f"  FOREIGN KEY ({c.name}) REFERENCES {c.ref}({_pk_of(c.ref)})")
+            lines.append(f"  FOREIGN KEY ({c.name}) REFERENCES {c.ref}({c.ref_pk or _pk_of(c.ref)})")
     return f"CREATE TABLE {table.name} (\n" + ",\n".join(lines) + "\n);"
 
 

@@ -24,7 +24,8 @@ def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, ta
         preds = generate_with_actors(model, rows, num_actors=cfg.eval.num_actors,
                                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
         scored = [score_row(r) for r in join_predictions(rows, preds)]
-        results[split] = summarize(scored)["all"]
+        results[split] = {**summarize(scored)["all"], "by_lang": summarize(scored, "lang"),
+                          "by_shape": summarize(scored, "shape")}
         if out_dir is not None:
             atomic_write_jsonl(out_dir / f"scored_{tag}_{split}.jsonl", scored)
     return results
@@ -36,6 +37,16 @@ def before_after_table(before: dict[str, dict], after: dict[str, dict]) -> str:
     return format_table(["split", "n", "EM before", "EM after", "EX before", "EX after"], rows)
 
 
+def breakdown_table(after: dict[str, dict]) -> str:
+    """EX after training by SQL shape (rows) and split (columns), with each split's Korean / English EX."""
+    splits = [s for s in after if "by_shape" in after[s]]
+    shapes = sorted({k for s in splits for k in after[s]["by_shape"]})
+    rows = [["Korean", *[after[s]["by_lang"].get("ko", {}).get("ex") for s in splits]],
+            ["English", *[after[s]["by_lang"].get("en", {}).get("ex") for s in splits]]]
+    rows += [[k, *[after[s]["by_shape"].get(k, {}).get("ex") for s in splits]] for k in shapes]
+    return format_table(["EX after, by", *splits], rows, floats=".2f")
+
+
 def train_and_evaluate(cfg: TrainConfig) -> Path:
     from sqlray.training.driver import ensure_train_ray, preflight, run_dir, run_training
 
@@ -45,7 +56,7 @@ def train_and_evaluate(cfg: TrainConfig) -> Path:
     out = run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     before = {}
-    if cfg.eval.enabled:
+    if cfg.eval.enabled and cfg.eval.score_base:
         print(f"[sqlray] scoring the base model {cfg.model.name_or_path} on {cfg.data.test_splits}", flush=True)
         before = evaluate_model(cfg.model.name_or_path, cfg, out, "base")
     print(f"[sqlray] fine-tuning ({cfg.model.method}, ZeRO-{cfg.deepspeed.stage}, "
@@ -62,6 +73,7 @@ def train_and_evaluate(cfg: TrainConfig) -> Path:
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     if after:
         print("\n" + before_after_table(before, after) + "\n")
+        print(breakdown_table(after) + "\n")
     print(f"[sqlray] loss curve: {out / 'loss_curve.png'}")
     print(f"[sqlray] run folder: {out}")
     return out

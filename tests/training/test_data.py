@@ -15,16 +15,40 @@ def _write_jsonl(path, rows):
 
 def test_bundled_dataset_shape(data_dir):
     dd = load_text2sql(str(data_dir))
-    assert set(dd) == {"train", "validation", "test", "test_unseen_db"}
+    assert set(dd) == {"train", "validation", "test", "test_unseen_schemas", "test_unseen_db"}
     train = list(dd["train"])
-    assert len({r["db_id"] for r in train}) >= 7
-    assert len({r["db_id"] for split in dd.values() for r in split}) >= 8
-    assert len({r["shape"] for r in train}) >= 12
+    schemas = {split: {r["context"] for r in dd[split]} for split in dd}
+    assert len(set().union(*schemas.values())) >= 300  # hundreds of schemas, not ten
+    assert len({r["shape"] for r in train}) >= 18
     assert Counter(r["lang"] for r in train).keys() == {"ko", "en"}
-    unseen = {r["db_id"] for r in dd["test_unseen_db"]}
-    assert len(unseen) == 1 and unseen.isdisjoint({r["db_id"] for r in train})
-    train_q = {r["question"] for r in train}
-    assert not train_q & {r["question"] for r in dd["test"]}, "test questions must be held out"
+    for split in ("validation", "test_unseen_schemas", "test_unseen_db"):  # schemas no training row uses
+        assert schemas[split].isdisjoint(schemas["train"]), split
+    assert schemas["test"] <= schemas["train"]  # new questions on training schemas
+    assert len({r["db_id"] for r in dd["test_unseen_db"]}) == 1
+    train_q = {(r["context"], r["question"]) for r in train}
+    assert len(train_q) == len(train), "duplicate rows"
+    assert not train_q & {(r["context"], r["question"]) for r in dd["test"]}, "test questions must be held out"
+    assert not {(r["context"], r["answer"]) for r in train} & {(r["context"], r["answer"]) for r in dd["test"]}
+
+
+def test_schemas_use_every_naming_style(data_dir):
+    import re
+
+    ddl = "\n".join({r["context"] for r in load_text2sql(str(data_dir))["train"]})
+    tables = re.findall(r"CREATE TABLE (\w+)", ddl)
+    assert any(t.startswith("tbl_") for t in tables) and any(t.startswith("t_") for t in tables)
+    assert any(t.isupper() for t in tables) and any(t[0].isupper() and not t.isupper() for t in tables)
+    assert any(re.search(r"\b[a-z]+[A-Z][a-z]+ ", ddl) for _ in [0])  # camelCase columns
+    assert "gogaek" in ddl or "sangpum" in ddl  # romanised Korean
+
+
+def test_datasheet_counts(data_dir):
+    from sqlray.training.datagen import datasheet
+
+    sheet = datasheet(load_text2sql(str(data_dir)))
+    assert sheet["train"]["rows"] == len(load_text2sql(str(data_dir))["train"])
+    assert sum(sheet["train"]["by_shape"].values()) == sheet["train"]["rows"]
+    assert sheet["test_unseen_schemas"]["schemas"] >= 20
 
 
 def test_every_gold_query_runs(data_dir):
@@ -91,3 +115,16 @@ def test_loss_only_on_sql_and_eos(tiny_model):
     assert tok.decode(labelled[:-1]) == row["answer"]
     n_prompt = out["labels"].index(labelled[0])
     assert tok.decode(out["input_ids"][:n_prompt], skip_special_tokens=True) == make_prompt(row["context"], row["question"])
+
+
+def test_breakdown_table_reports_ex_by_shape_and_language():
+    from sqlray.evaluation.scoring import summarize
+    from sqlray.training.workflow import breakdown_table
+
+    scored = [{"em": 0, "em_strict": 0, "ex": True, "lang": "ko", "shape": "count"},
+              {"em": 0, "em_strict": 0, "ex": False, "lang": "en", "shape": "count"},
+              {"em": 0, "em_strict": 0, "ex": False, "lang": "en", "shape": "join"}]
+    after = {"test_unseen_schemas": {"by_lang": summarize(scored, "lang"), "by_shape": summarize(scored, "shape")}}
+    lines = {ln.split()[0]: ln.split()[1:] for ln in breakdown_table(after).splitlines()[2:]}
+    assert lines["Korean"] == ["1.00"] and lines["English"] == ["0.00"]
+    assert lines["count"] == ["0.50"] and lines["join"] == ["0.00"]
