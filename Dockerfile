@@ -19,5 +19,6 @@ USER 1000:100
 WORKDIR /app/sqlray
 COPY --chown=1000:100 . .
 
-# Not editable: the `sqlray` package (pyproject maps the repository root to it) goes to site-packages.
-RUN pip install --no-cache-dir . && rm -rf build sqlray.egg-info
+# Not editable: the `sqlray` package (pyproject maps the repository root to it) goes to site-packages, with
+# vLLM (its CUDA build; the serving engine the Serve configs name) pinned to the same torch.
+RUN pip install --no-cache-dir ".[vllm]" && rm -rf build sqlray.egg-info

