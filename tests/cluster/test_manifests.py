@@ -778,7 +778,9 @@ def test_dockerfile_is_pinned_and_installs_sqlray():
     users = [arg for op, arg in steps if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "the image must end as a non-root user"
     runs = " ; ".join(arg for op, arg in steps if op == "RUN")
-    assert re.search(r"pip install [^&;]*--no-cache-dir[^&;]* \.(\s|$)", runs), "sqlray is not pip-installed from ."
+    assert re.search(r"pip install [^&;]*--no-cache-dir[^&;]* \"?\.(\[vllm\])?\"?(\s|$)", runs), \
+        "sqlray is not pip-installed from . (with the vllm extra the Serve configs' engine needs)"
+    assert "[vllm]" in runs, "the image lacks vLLM, which configs/serve-deploy.yaml and the RayService use"
     assert not re.search(r"pip install[^&;]*(-e|--editable)\b", runs), "sqlray installed editable"
     assert any(op == "COPY" and arg.split()[-2:] == [".", "."] for op, arg in steps), "the repository is not copied"
     ignored = (ROOT / ".dockerignore").read_text().split()
