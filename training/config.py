@@ -50,6 +50,10 @@ class DataSettings(StrictModel):
                                    description="Splits scored (EM/EX) before and after training.")
     max_length: int = Field(1024, ge=16, description="Block size in tokens; longer rows are dropped, not truncated.")
     max_train_rows: int | None = Field(None, ge=1, description="Use only the first N training rows (smoke runs).")
+    loss_on_prompt: bool = Field(False, description="Train on every token, prompt included, not only the SQL (the "
+                                                    "validation loss stays SQL-only). For a model trained from "
+                                                    "scratch: predicting the question's words from the DDL teaches "
+                                                    "it to look names up in the DDL.")
 
 
 class OptimSettings(StrictModel):

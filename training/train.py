@@ -86,7 +86,8 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     if d.max_train_rows:
         train = train.select(range(min(d.max_train_rows, len(train))))
     data_hash = dataset_hash(train)
-    splits = {"train": tokenize_split(train, tokenizer, d.max_length, "train").remove_columns(["length"]),
+    splits = {"train": tokenize_split(train, tokenizer, d.max_length, "train",
+                                      d.loss_on_prompt).remove_columns(["length"]),
               "eval": tokenize_split(get_split(dd, d.eval_split, d.source), tokenizer, d.max_length,
                                      "eval").remove_columns(["length"])}
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")

@@ -117,6 +117,16 @@ def test_loss_only_on_sql_and_eos(tiny_model):
     assert tok.decode(out["input_ids"][:n_prompt], skip_special_tokens=True) == make_prompt(row["context"], row["question"])
 
 
+def test_loss_on_prompt_labels_every_token(tiny_model):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    row = {"context": "CREATE TABLE t (a INT);", "question": "몇 개?", "answer": "SELECT COUNT(*) FROM t;"}
+    sql_only, full = tokenize_row(row, tok, 1024), tokenize_row(row, tok, 1024, loss_on_prompt=True)
+    assert full["input_ids"] == sql_only["input_ids"] and full["labels"] == full["input_ids"]
+    assert sum(t != -100 for t in sql_only["labels"]) < len(full["labels"])
+
+
 def test_breakdown_table_reports_ex_by_shape_and_language():
     from sqlray.evaluation.scoring import summarize
     from sqlray.training.workflow import breakdown_table
