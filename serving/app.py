@@ -79,6 +79,35 @@ class _Admission:
             raise APIError(503, "server busy: the request queue is full, retry later", type_="overloaded",
                            headers={"Retry-After": "1"})
 
+    async def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
+        """What the routes call: admit, check lengths, generate each through the replica's engine path."""
+        self._check_room(len(reqs))
+        for r in reqs:  # PromptTooLong before any of them is queued (a refused list generates nothing)
+            self.engine.check(r)
+        self._admitted += len(reqs)
+        try:
+            return list(await asyncio.gather(*[self._generate_one(r) for r in reqs]))
+        finally:
+            self._admitted -= len(reqs)
+
+    def _pieces(self, req: GenRequest) -> tuple[AsyncIterator[str], "_Slot"]:
+        """Admission and the length check now, while the answer can still be a 503 or a 400 (a stream's
+        200 goes out first); the slot is counted from here and released once, whether the stream ends,
+        fails, or is never started because the client left."""
+        self._check_room(1)
+        self.engine.check(req)
+        slot = _Slot(self)
+
+        async def pieces():
+            it = self._stream_one(req)
+            try:
+                async for piece in it:
+                    yield piece
+            finally:
+                await it.aclose()  # a client that left: stop generating (vLLM aborts the request)
+                slot.release()
+        return pieces(), slot
+
 
 @serve.ingress(app)
 class SQLModel(_Admission, Routes):
@@ -172,31 +201,11 @@ class SQLModel(_Admission, Routes):
         return [done[i] for i in range(len(reqs))]
 
     # -- what the routes call ----------------------------------------------------------------------
-    async def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
-        self._check_room(len(reqs))
-        for r in reqs:  # PromptTooLong before any of them is queued (a refused list generates nothing)
-            self.engine.check(r)
-        self._admitted += len(reqs)
-        try:
-            return list(await asyncio.gather(*[self.generate(r) for r in reqs]))
-        finally:
-            self._admitted -= len(reqs)
+    def _generate_one(self, req: GenRequest):
+        return self.generate(req)  # joins a Serve batch
 
-    def _pieces(self, req: GenRequest) -> tuple[AsyncIterator[str], "_Slot"]:
-        """Admission and the length check now, while the answer can still be a 503 or a 400 (a stream's
-        200 goes out first); the slot is counted from here and released once, whether the stream ends,
-        fails, or is never started because the client left."""
-        self._check_room(1)
-        self.engine.check(req)
-        slot = _Slot(self)
-
-        async def pieces():
-            try:
-                async for piece in self.stream(req):
-                    yield piece
-            finally:
-                slot.release()
-        return pieces(), slot
+    def _stream_one(self, req: GenRequest) -> AsyncIterator[str]:
+        return self.stream(req)
 
     async def generate(self, req: GenRequest) -> GenResult:
         self.engine.check(req)  # raise PromptTooLong for this request alone, before it joins a batch
@@ -260,30 +269,11 @@ class VLLMModel(_Admission, Routes):
         if engine is not None:
             engine.shutdown()
 
-    async def _run(self, reqs: list[GenRequest]) -> list[GenResult]:
-        self._check_room(len(reqs))
-        for r in reqs:  # PromptTooLong before any of them is submitted
-            self.engine.check(r)
-        self._admitted += len(reqs)
-        try:
-            return list(await asyncio.gather(*[self.engine.generate_one(r) for r in reqs]))
-        finally:
-            self._admitted -= len(reqs)
+    def _generate_one(self, req: GenRequest):
+        return self.engine.generate_one(req)  # vLLM's scheduler batches it
 
-    def _pieces(self, req: GenRequest) -> tuple[AsyncIterator[str], "_Slot"]:
-        self._check_room(1)
-        self.engine.check(req)
-        slot = _Slot(self)
-
-        async def pieces():
-            it = self.engine.stream(req)
-            try:
-                async for piece in it:
-                    yield piece
-            finally:
-                await it.aclose()  # a client that left aborts the request inside vLLM
-                slot.release()
-        return pieces(), slot
+    def _stream_one(self, req: GenRequest) -> AsyncIterator[str]:
+        return self.engine.stream(req)
 
 
 def build_app(args: dict):
