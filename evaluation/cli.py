@@ -1,6 +1,7 @@
 """`sqlray eval generate|score|report`."""
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -28,7 +29,8 @@ def _cmd_generate(args) -> None:
         preds = generate_via_endpoint(args.endpoint, args.model, rows, args.max_new_tokens, args.concurrency)
     else:
         ensure_ray()
-        preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size)
+        preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size,
+                                     constrain=args.constrain)
     by_id = {p["id"]: p for p in preds}
     atomic_write_jsonl(args.out, [{**r, "split": args.split, "prediction": by_id[r["id"]]["prediction"],
                              "raw": by_id[r["id"]]["raw"]} for r in rows])
@@ -95,6 +97,8 @@ def add_commands(sub) -> None:
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--concurrency", type=int, default=8)
     g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=True,
+                   help="decode under each row's schema grammar (names only from its DDL); local models only")
     g.set_defaults(fn=_cmd_generate)
 
     s = es.add_parser("score", help="add em, ex (test-suite), judge to every row")

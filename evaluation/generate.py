@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from sqlray.evaluation.constrain import GrammarLogitsProcessor, grammar_cache, sql_grammar
 from sqlray.evaluation.sql import extract_sql
 from sqlray.text2sql import encode_prompt, make_prompt
 
@@ -29,12 +30,15 @@ def load_for_generation(model: str, adapter: str | None = None):
 
 
 @torch.no_grad()
-def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 96) -> tuple[list[str], list[int]]:
-    """Raw completions (prompt excluded, like return_full_text=False) and generated-token counts."""
+def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 96,
+                   grammars: list[str | None] | None = None) -> tuple[list[str], list[int]]:
+    """Raw completions (prompt excluded, like return_full_text=False) and generated-token counts.
+    ``grammars``: per prompt, an EBNF its completion must follow (``constrain.sql_grammar``) or None."""
     # The same ids training saw (encode_prompt), padded on the left: generation starts where prompts end.
     enc = tokenizer.pad({"input_ids": [encode_prompt(tokenizer, p) for p in prompts]}, padding=True,
                         return_tensors="pt").to(model.device)
-    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+    procs = [GrammarLogitsProcessor(grammar_cache(model, tokenizer), grammars)] if grammars and any(grammars) else []
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, logits_processor=procs,
                          stop_strings=STOP_STRINGS, tokenizer=tokenizer,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     new = out[:, enc["input_ids"].shape[1]:]
@@ -44,14 +48,16 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 9
 
 
 def generate_sql(model, tokenizer, rows: list[dict[str, Any]], max_new_tokens: int = 96,
-                 batch_size: int = 32) -> list[dict[str, Any]]:
-    """For each row: {"id", "raw", "prediction"}. Rows are sorted by length inside to pad less."""
+                 batch_size: int = 32, constrain: bool = False) -> list[dict[str, Any]]:
+    """For each row: {"id", "raw", "prediction"}. Rows are sorted by length inside to pad less.
+    ``constrain``: the SQL may name only the row's DDL tables and columns (``evaluation.constrain``)."""
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["context"]) + len(rows[i]["question"]))
     out: list[dict[str, Any] | None] = [None] * len(rows)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
         prompts = [make_prompt(rows[i]["context"], rows[i]["question"]) for i in idx]
-        texts, _ = generate_batch(model, tokenizer, prompts, max_new_tokens)
+        grammars = [sql_grammar(rows[i]["context"], rows[i]["question"]) for i in idx] if constrain else None
+        texts, _ = generate_batch(model, tokenizer, prompts, max_new_tokens, grammars)
         for i, t in zip(idx, texts):
             out[i] = {"id": rows[i].get("id", i), "raw": t, "prediction": extract_sql(t)}
     return out  # type: ignore[return-value]
@@ -83,12 +89,12 @@ class GeneratorActor:
         torch.set_num_threads(threads)
         self.model, self.tok = load_for_generation(model, adapter)
 
-    def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int) -> list[dict]:
-        return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size)
+    def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False) -> list[dict]:
+        return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size, constrain)
 
 
 def generate_with_actors(model: str, rows: list[dict], adapter: str | None = None, num_actors: int = 2,
-                         max_new_tokens: int = 96, batch_size: int = 32) -> list[dict]:
+                         max_new_tokens: int = 96, batch_size: int = 32, constrain: bool = False) -> list[dict]:
     """Shard rows over ``num_actors`` Ray actors; results come back in input order."""
     import ray
 
@@ -99,7 +105,7 @@ def generate_with_actors(model: str, rows: list[dict], adapter: str | None = Non
     actors = [Actor.remote(model, adapter) for _ in range(n)]
     shards = [rows[i::n] for i in range(n)]
     try:
-        results = ray.get([a.generate.remote(s, max_new_tokens, batch_size) for a, s in zip(actors, shards)])
+        results = ray.get([a.generate.remote(s, max_new_tokens, batch_size, constrain) for a, s in zip(actors, shards)])
     finally:
         for a in actors:
             ray.kill(a)

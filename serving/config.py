@@ -25,6 +25,9 @@ class ServeSettings(StrictModel):
     max_replicas: int | None = Field(None, ge=1, description="Autoscaling upper bound; None disables autoscaling.")
     num_cpus: float = Field(1, gt=0, description="CPUs per model replica (also its torch threads).")
     num_gpus: float = Field(0, ge=0, description="GPUs per model replica.")
+    constrain_sql: bool = Field(True, description="/v1/sql decodes under the request's schema grammar: the SQL "
+                                "names only the DDL's tables and columns (evaluation.constrain). The OpenAI "
+                                "routes are never constrained.")
     max_batch_size: int = Field(8, ge=1, description="Requests merged into one generate() call.")
     batch_wait_timeout_s: float = Field(0.1, ge=0, description="Longest a batch waits to fill (seconds). With "
                                         "adaptive_batch_size it binds only when load drops; longer than a batch's "

@@ -16,6 +16,7 @@ from typing import Iterator, Protocol
 
 import torch
 
+from sqlray.evaluation.constrain import GrammarLogitsProcessor, grammar_cache
 from sqlray.text2sql import encode_prompt
 
 BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
@@ -28,6 +29,7 @@ class GenRequest:
     stop: list[str] = field(default_factory=list)
     adapter: str | None = None
     ids: list[int] | None = None  # the prompt's token ids, once check() has tokenized it
+    grammar: str | None = None  # EBNF the completion must follow (evaluation.constrain.sql_grammar), if any
     outcome: "GenResult | None" = None  # set by stream() when it ends: finish_reason and token counts
 
 
@@ -220,6 +222,9 @@ class HFEngine:
               "eos_token_id": self.tok.eos_token_id}
         if self.adapters:
             kw["adapter_names"] = [r.adapter or BASE for r in reqs]
+        if any(r.grammar for r in reqs):  # one processor per generate(): it tracks each row's grammar state
+            kw["logits_processor"] = [GrammarLogitsProcessor(grammar_cache(self.base, self.tok),
+                                                             [r.grammar for r in reqs])]
         return kw
 
     # -- prefix caching ---------------------------------------------------------------------------

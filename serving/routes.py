@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
+from sqlray.evaluation.constrain import sql_grammar
 from sqlray.evaluation.generate import STOP_STRINGS
 from sqlray.evaluation.sql import extract_sql, parses
 from sqlray.serving.config import ServeSettings
@@ -186,7 +187,8 @@ class Routes:
         self._size(body.question, "question")
         adapter = self._adapter_for(body.adapter, "adapter")
         req = GenRequest(make_prompt(body.context, body.question),
-                         self._limit(body.max_new_tokens, "max_new_tokens"), list(STOP_STRINGS), adapter)
+                         self._limit(body.max_new_tokens, "max_new_tokens"), list(STOP_STRINGS), adapter,
+                         grammar=sql_grammar(body.context, body.question) if self.s.constrain_sql else None)
         (res,) = await self._generate([req])
         sql = extract_sql(res.text)
         # The SQL is parsed, never executed: this endpoint has no database to run it against.

@@ -119,12 +119,14 @@ class VLLMEngine:
 
     def _params(self, req: GenRequest, delta: bool):
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         # Greedy, as the HF engine; stop strings are cut before they are returned (OpenAI's semantics), and
         # while streaming vLLM holds back text that could still begin one.
         return SamplingParams(temperature=0.0, max_tokens=req.max_new_tokens, stop=list(req.stop) or None,
                               include_stop_str_in_output=False, skip_special_tokens=True,
+                              # the same EBNF the HF engine runs, through vLLM's own xgrammar backend
+                              structured_outputs=StructuredOutputsParams(grammar=req.grammar) if req.grammar else None,
                               output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY)
 
     def _submit(self, req: GenRequest, delta: bool):

@@ -58,3 +58,28 @@ def ray_cluster():
              dashboard_host="127.0.0.1", log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def parrot_model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model rigged to prefer, after a newline and forever, the word ``customers`` (never in a test
+    DDL), then ``name`` (a column of the tests' players table), then the newline: its layers add nothing
+    (o_proj and down_proj zeroed), so with tied embeddings the next token is the one whose embedding best
+    matches the current one's. Free decoding writes customers...; under the schema grammar, name / newline."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    (foreign,), (allowed,), (newline,) = (tok(t, add_special_tokens=False)["input_ids"]
+                                          for t in ("customers", "name", "\n"))
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        emb = model.get_input_embeddings().weight
+        emb[foreign], emb[allowed] = 3 * emb[newline], 2 * emb[newline]
+    out = tmp_path_factory.mktemp("parrot") / "parrot"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out

@@ -54,6 +54,8 @@ class DataSettings(StrictModel):
                                                     "validation loss stays SQL-only). For a model trained from "
                                                     "scratch: predicting the question's words from the DDL teaches "
                                                     "it to look names up in the DDL.")
+    group_by_length: bool = Field(True, description="Batch training rows of similar length (shuffled, then sorted "
+                                                    "within mega-batches of 50 batches): less padding, same rows.")
 
 
 class OptimSettings(StrictModel):
@@ -101,6 +103,10 @@ class EvalSettings(StrictModel):
     batch_size: int = Field(32, ge=1, description="Prompts per generate() call.")
     num_actors: int = Field(2, ge=1, description="Ray actors generating in parallel.")
     max_rows: int | None = Field(None, ge=1, description="Score only the first N rows of each split.")
+    constrain_sql: bool = Field(True, description="Decode under each row's schema grammar: the SQL names only its "
+                                                  "DDL's tables and columns (evaluation.constrain), as /v1/sql serves.")
+    also_unconstrained: bool = Field(False, description="Also score free decoding and print both: what the network "
+                                                        "learned alone vs with the schema grammar.")
 
 
 class TrainConfig(StrictModel):

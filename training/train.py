@@ -74,6 +74,7 @@ def _set_rng_state(s: dict) -> None:
 def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     from torch.utils.data import DataLoader, DistributedSampler
     from transformers import DataCollatorForSeq2Seq
+    from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
     from sqlray.text2sql import get_split, load_text2sql
     from sqlray.training.data import tokenize_split
@@ -86,13 +87,19 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     if d.max_train_rows:
         train = train.select(range(min(d.max_train_rows, len(train))))
     data_hash = dataset_hash(train)
-    splits = {"train": tokenize_split(train, tokenizer, d.max_length, "train",
-                                      d.loss_on_prompt).remove_columns(["length"]),
+    tokenized = tokenize_split(train, tokenizer, d.max_length, "train", d.loss_on_prompt)
+    splits = {"train": tokenized.remove_columns(["length"]),
               "eval": tokenize_split(get_split(dd, d.eval_split, d.source), tokenizer, d.max_length,
                                      "eval").remove_columns(["length"])}
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
     samplers = {k: DistributedSampler(v, num_replicas=world, rank=rank, shuffle=(k == "train"),
                                       seed=cfg.train.seed, drop_last=(k == "train")) for k, v in splits.items()}
+    if d.group_by_length:  # transformers' own sampler: shuffled, then sorted by length within mega-batches
+        # Grouped by the global batch, so every world size and accumulation sees the same steps' rows.
+        step_rows = cfg.train.micro_batch_size * world * cfg.train.gradient_accumulation_steps
+        samplers["train"] = DistributedLengthGroupedSampler(step_rows, lengths=tokenized["length"],
+                                                            num_replicas=world, rank=rank, seed=cfg.train.seed,
+                                                            drop_last=True)
     # Each loader has its own generator: creating an iterator draws a seed from it, and from the global
     # RNG without one, which would shift LoRA dropout's masks after a resume (a new iterator mid-epoch).
     return {k: DataLoader(splits[k], batch_size=cfg.train.micro_batch_size, sampler=samplers[k],

@@ -30,12 +30,16 @@ class SearchSpace(StrictModel):
     rank: list[int] = Field(default_factory=lambda: [4, 8, 16, 32], description="LoRA ranks to try (choice).")
     alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0, 4.0],
                                         description="alpha = multiple x rank (choice).")
-    learning_rate: list[float] = Field(default_factory=lambda: [3e-4, 3e-3], min_length=2,
+    learning_rate: list[float] = Field(default_factory=lambda: [3e-4, 3e-3], min_length=1,
                                        description="[low, high] log-uniform; with searcher=grid, the values to try.")
     dropout: list[float] | None = Field(None, description="LoRA dropout values (choice); None keeps the base config's.")
     target_modules: list[list[str]] | None = Field(
         None, description="Sets of modules LoRA adapts (choice), e.g. [[q_proj, v_proj], [q_proj, k_proj, v_proj, "
                           "o_proj]]; None keeps the base config's.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="train.seed values each configuration runs with (grid searcher only): "
+                                        "the results table then gives each configuration's mean and spread over "
+                                        "them. None: one run per configuration, with train.seed.")
 
 
 class SchedulerSettings(StrictModel):
@@ -66,6 +70,12 @@ def load_tune_config(path: str | None, overrides: list[str] | None = None) -> Tu
     cfg = load_yaml_config(path, overrides, TuneSettings)
     if cfg.train.model.method not in ("lora", "qlora"):
         raise ConfigError("train.model.method: tuning searches LoRA rank/alpha, so it must be lora or qlora")
+    if cfg.searcher != "grid" and len(cfg.search.learning_rate) != 2:
+        raise ConfigError(f"search.learning_rate: expected [low, high] for searcher {cfg.searcher} (log-uniform), "
+                          f"got {cfg.search.learning_rate}; list the values to try with searcher: grid")
+    if cfg.search.seeds and cfg.searcher != "grid":
+        raise ConfigError(f"search.seeds needs searcher: grid (got {cfg.searcher}): a sampling searcher would "
+                          "draw a different configuration for each seed, so no configuration would repeat")
     return cfg
 
 
@@ -83,6 +93,8 @@ def param_space(t: TuneSettings) -> dict[str, Any]:
         values = getattr(s, name)
         if values:
             space[name] = tune.grid_search(values) if t.searcher == "grid" else tune.choice(values)
+    if s.seeds:
+        space["seed"] = tune.grid_search(s.seeds)
     return space
 
 
@@ -96,6 +108,8 @@ def trial_config(base: dict, params: dict, trial_name: str, storage: str) -> Tra
         cfg.model.lora.dropout = float(params["dropout"])
     if "target_modules" in params:
         cfg.model.lora.target_modules = list(params["target_modules"])
+    if "seed" in params:  # model init, data order and dropout all follow it
+        cfg.train.seed = int(params["seed"])
     cfg.run.name = trial_name
     cfg.run.storage_path = storage
     cfg.eval.enabled = False
@@ -147,7 +161,7 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
             model, tok = load_for_generation(str(Path(d) / "hf_model"))
     if torch.cuda.is_available():
         model.cuda()
-    preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.constrain_sql)
     s = summarize([score_row(r) for r in join_predictions(rows, preds)])["all"]
     return {"val_ex": s["ex"], "val_em": s["em"], "val_rows": s["n"]}
 

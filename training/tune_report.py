@@ -33,7 +33,7 @@ def trial_rows(results, metric: str) -> list[dict]:
         df = r.metrics_dataframe
         last = r.metrics or {}
         trial = last.get("trial_id") or (Path(r.path).name if r.path else "?")  # its Train run is train-<id>
-        rows.append({"trial": trial, "rank": cfg.get("rank"),
+        rows.append({"trial": trial, "seed": cfg.get("seed"), "rank": cfg.get("rank"),
                      "alpha": (cfg.get("alpha_multiple") or 0) * (cfg.get("rank") or 0),
                      "learning_rate": cfg.get("learning_rate"), "dropout": cfg.get("dropout"),
                      "target_modules": cfg.get("target_modules"), "eval_loss": _best(df, "eval_loss", "min"),
@@ -56,10 +56,44 @@ def _order(row: dict, metric: str) -> tuple:
 def results_table(rows: list[dict], metric: str) -> str:
     cols = ["eval_loss"] + ([metric] if metric != "eval_loss" else [])
     body = [[r["trial"][:33], r["rank"], r["alpha"], f"{r['learning_rate']:.2e}" if r["learning_rate"] else None,
-             *[r[c] for c in cols], r["last_step"],
+             r["seed"], *[r[c] for c in cols], r["last_step"],
              r["status"] + (f": {r['error']}" if r["error"] else "")]
             for r in sorted(rows, key=lambda r: _order(r, metric))]
-    return format_table(["trial", "rank", "alpha", "lr", *cols, "steps", "status"], body, floats=".4f")
+    return format_table(["trial", "rank", "alpha", "lr", "seed", *cols, "steps", "status"], body, floats=".4f")
+
+
+CONFIG_KEYS = ("rank", "alpha", "learning_rate", "dropout", "target_modules")
+
+
+def _config_key(row: dict) -> tuple:
+    return tuple(json.dumps(row[k]) for k in CONFIG_KEYS)
+
+
+def seed_summary(rows: list[dict], metric: str) -> list[dict]:
+    """One row per configuration over its seeds: mean, sample standard deviation, min and max of the
+    objective (trials without it, stopped or failed, are counted apart), best first by the mean."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(_config_key(r), []).append(r)
+    out = []
+    for members in groups.values():
+        vals = [m[metric] for m in members if m[metric] is not None]
+        out.append({**{k: members[0][k] for k in CONFIG_KEYS}, "seeds": sorted(str(m["seed"]) for m in members),
+                    "n": len(vals), "missing": len(members) - len(vals),
+                    "mean": statistics.fmean(vals) if vals else None,
+                    "std": statistics.stdev(vals) if len(vals) > 1 else None,
+                    "min": min(vals) if vals else None, "max": max(vals) if vals else None})
+    sign = -1 if MODES[metric] == "max" else 1
+    return sorted(out, key=lambda g: (g["mean"] is None, sign * (g["mean"] or 0)))
+
+
+def seed_table(groups: list[dict], metric: str) -> str:
+    body = [[g["rank"], g["alpha"], f"{g['learning_rate']:.2e}" if g["learning_rate"] else None, g["n"], g["mean"],
+             g["std"], g["min"], g["max"], g["missing"]] for g in groups]
+    return format_table(["rank", "alpha", "lr", "seeds", f"{metric} mean", "std", "min", "max", "no score"],
+                        body, floats=".4f")
 
 
 def plot_heatmap(rows: list[dict], metric: str, path: Path) -> Path:
@@ -89,22 +123,33 @@ def plot_heatmap(rows: list[dict], metric: str, path: Path) -> Path:
     return path
 
 
-def _pick_best(rows: list[dict], results, metric: str):
-    """The result behind the best row (same order as the table) that has the objective and no error."""
-    ok = [(row, r) for row, r in zip(rows, results) if row["status"] != "error" and row[metric] is not None]
+def _pick_best(rows: list[dict], results, metric: str, among: tuple | None = None):
+    """The result behind the best row (same order as the table) that has the objective and no error;
+    ``among``: only rows of that configuration (the best by mean over seeds)."""
+    ok = [(row, r) for row, r in zip(rows, results) if row["status"] != "error" and row[metric] is not None
+          and (among is None or _config_key(row) == among)]
     return min(ok, key=lambda rr: _order(rr[0], metric))[1] if ok else None
 
 
 def write_outputs(t, results, exp_dir: Path):
-    """results.txt/json and the heatmaps; returns the best trial's result (None if no trial has the objective)."""
+    """results.txt/json and the heatmaps; returns the best trial's result (None if no trial has the objective).
+    With several seeds the best configuration is the best mean, and the heatmap shows means."""
     rows = trial_rows(results, t.metric)
     table = results_table(rows, t.metric)
+    seeded = bool(t.search.seeds and len(t.search.seeds) > 1)
+    groups = seed_summary(rows, t.metric) if seeded else []
+    if seeded:  # a difference means something only beside its spread
+        table += "\n\nOver seeds " + ", ".join(map(str, t.search.seeds)) + ":\n" + seed_table(groups, t.metric)
     print("\n" + table + "\n")
     (exp_dir / "results.txt").write_text(table + "\n")
     (exp_dir / "results.json").write_text(json.dumps(rows, indent=2, default=str))
+    if seeded:
+        (exp_dir / "results_over_seeds.json").write_text(json.dumps(groups, indent=2, default=str))
     if any(r[t.metric] is not None for r in rows):
-        plot_heatmap(rows, t.metric, exp_dir / "rank_alpha_heatmap.png")
+        cells = [{**g, t.metric: g["mean"]} for g in groups] if seeded else rows
+        plot_heatmap(cells, t.metric, exp_dir / "rank_alpha_heatmap.png")
     if t.metric != "eval_loss" and any(r["eval_loss"] is not None for r in rows):
         # Trials ASHA stopped have a loss but no end-of-trial score: this map shows every trial.
         plot_heatmap(rows, "eval_loss", exp_dir / "rank_alpha_eval_loss.png")
-    return _pick_best(rows, results, t.metric)
+    best = next((g for g in groups if g["mean"] is not None), None)
+    return _pick_best(rows, results, t.metric, _config_key(best) if best else None)

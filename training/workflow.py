@@ -9,8 +9,11 @@ from sqlray.core import atomic_write_jsonl, atomic_write_text, format_table
 from sqlray.training.config import TrainConfig
 
 
-def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, tag: str = "") -> dict[str, dict]:
-    """EM/EX on each test split with Ray generator actors; scored rows go to out_dir/scored_{tag}_{split}.jsonl."""
+def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, tag: str = "",
+                   constrain: bool | None = None) -> dict[str, dict]:
+    """EM/EX on each test split with Ray generator actors; scored rows go to out_dir/scored_{tag}_{split}.jsonl.
+    ``constrain``: decode under the schema grammar (default: ``eval.constrain_sql``)."""
+    constrain = cfg.eval.constrain_sql if constrain is None else constrain
     from sqlray.evaluation.generate import generate_with_actors
     from sqlray.evaluation.scoring import join_predictions, score_row, summarize
     from sqlray.text2sql import get_split, load_text2sql
@@ -22,7 +25,8 @@ def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, ta
         for i, r in enumerate(rows):
             r.setdefault("id", f"{split}-{i}")
         preds = generate_with_actors(model, rows, num_actors=cfg.eval.num_actors,
-                                     max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size)
+                                     max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                                     constrain=constrain)
         scored = [score_row(r) for r in join_predictions(rows, preds)]
         results[split] = {**summarize(scored)["all"], "by_lang": summarize(scored, "lang"),
                           "by_shape": summarize(scored, "shape")}
@@ -31,10 +35,15 @@ def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, ta
     return results
 
 
-def before_after_table(before: dict[str, dict], after: dict[str, dict]) -> str:
+def before_after_table(before: dict[str, dict], after: dict[str, dict], free: dict[str, dict] | None = None) -> str:
+    """EM/EX before and after training; with ``free`` (scores of unconstrained decoding) two more columns."""
     rows = [[split, a["n"], before.get(split, {}).get("em"), a.get("em"), before.get(split, {}).get("ex"), a.get("ex")]
             for split, a in after.items()]
-    return format_table(["split", "n", "EM before", "EM after", "EX before", "EX after"], rows)
+    head = ["split", "n", "EM before", "EM after", "EX before", "EX after"]
+    if free:
+        rows = [[*r, free.get(r[0], {}).get("em"), free.get(r[0], {}).get("ex")] for r in rows]
+        head += ["EM after, free decoding", "EX after, free decoding"]
+    return format_table(head, rows)
 
 
 def breakdown_table(after: dict[str, dict]) -> str:
@@ -62,17 +71,20 @@ def train_and_evaluate(cfg: TrainConfig) -> Path:
     print(f"[sqlray] fine-tuning ({cfg.model.method}, ZeRO-{cfg.deepspeed.stage}, "
           f"{cfg.scaling.num_workers} workers)", flush=True)
     outcome = run_training(cfg, checked=True)
-    after = {}
+    after, free = {}, {}
     if cfg.eval.enabled:
         print("[sqlray] scoring the fine-tuned model", flush=True)
         after = evaluate_model(str(outcome.model_dir), cfg, out, "finetuned")
+        if cfg.eval.constrain_sql and cfg.eval.also_unconstrained:
+            print("[sqlray] scoring it again with free (unconstrained) decoding", flush=True)
+            free = evaluate_model(str(outcome.model_dir), cfg, out, "finetuned_free", constrain=False)
     summary = {"run": cfg.run.name, "model_dir": str(outcome.model_dir),
                "adapter_dir": str(outcome.adapter_dir) if outcome.adapter_dir else None,
-               "splits": after, "before": before, "train": outcome.metrics,
+               "splits": after, "splits_free_decoding": free, "before": before, "train": outcome.metrics,
                "wall_clock_s": round(time.time() - t0, 1), "config": cfg.model_dump(mode="json")}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     if after:
-        print("\n" + before_after_table(before, after) + "\n")
+        print("\n" + before_after_table(before, after, free) + "\n")
         print(breakdown_table(after) + "\n")
     print(f"[sqlray] loss curve: {out / 'loss_curve.png'}")
     print(f"[sqlray] run folder: {out}")

@@ -126,6 +126,20 @@ def test_tune_searches_dropout_and_target_modules_too():
     assert cfg.model.lora.target_modules == ["o_proj"] and cfg.train.learning_rate == 1e-3
 
 
+def test_tune_seeds_need_the_grid_searcher_and_set_the_trials_seed():
+    from sqlray.core import ConfigError
+    from sqlray.training.tune import load_tune_config, param_space, trial_config
+
+    base = ["train.model.name_or_path=x", "train.model.method=lora", "search.seeds=[1, 2]"]
+    with pytest.raises(ConfigError, match="search.seeds needs searcher: grid"):
+        load_tune_config(None, base)
+    t = load_tune_config(None, [*base, "searcher=grid"])
+    assert param_space(t)["seed"] == {"grid_search": [1, 2]}
+    cfg = trial_config(t.train.model_dump(mode="json"), {"rank": 4, "alpha_multiple": 2, "learning_rate": 1e-3,
+                                                         "seed": 2}, "t", "runs")
+    assert cfg.train.seed == 2
+
+
 def test_qlora_compute_dtype_follows_precision_unless_set():
     base = ["model.name_or_path=m", "model.method=qlora", "scaling.use_gpu=true"]
     assert load_config(None, [*base, "deepspeed.precision=bf16"]).compute_dtype == "bfloat16"

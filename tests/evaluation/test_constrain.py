@@ -1,0 +1,110 @@
+"""Schema-constrained decoding: every gold query of the shipped splits passes its own row's grammar, names
+from elsewhere do not, and generation under the grammar writes only the DDL's names."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sqlray.evaluation.constrain import GrammarCache, foreign_words, schema_names, sql_grammar
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "text2sql"
+
+DDL = ("CREATE TABLE t_clients (\n  client_no INT PRIMARY KEY AUTO_INCREMENT,\n  clientName VARCHAR(100) NOT NULL,\n"
+       "  city VARCHAR(30)\n);\n\nCREATE TABLE t_orders (\n  order_no INT PRIMARY KEY,\n  client_no INT,\n  amount INT,\n"
+       "  FOREIGN KEY (client_no) REFERENCES t_clients(client_no)\n);")
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def cache(tok):
+    return GrammarCache(tok, len(tok))
+
+
+def _accepts(cache, tok, ddl: str, sql: str, question: str | None = None) -> bool:
+    import xgrammar as xgr
+
+    m = xgr.GrammarMatcher(cache.compile(sql_grammar(ddl, question)))
+    ids = tok(sql, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return all(m.accept_token(i) for i in ids)
+
+
+def test_schema_names_are_the_ddls_tables_and_columns():
+    assert schema_names(DDL) == ["t_clients", "client_no", "clientName", "city", "t_orders", "order_no", "amount"]
+
+
+def test_every_shipped_gold_query_passes_its_rows_grammar(cache, tok):
+    rows = [json.loads(line) for split in ("test", "test_unseen_schemas", "test_unseen_db")
+            for line in (DATA / f"{split}.jsonl").read_text().splitlines()]
+    refused = [r["answer"] for r in rows if not _accepts(cache, tok, r["context"], r["answer"], r["question"])]
+    assert len(rows) >= 600 and refused == []
+
+
+@pytest.mark.parametrize("sql, ok", [
+    ("SELECT clientName FROM t_clients WHERE city = 'Seoul';", True),
+    ("SELECT c.clientName, COUNT(*) FROM t_clients c JOIN t_orders o ON c.client_no = o.client_no "
+     "GROUP BY c.clientName HAVING COUNT(*) >= 2 ORDER BY COUNT(*) DESC LIMIT 3;", True),
+    ("select city from t_clients where clientName like '%김%'", True),  # lower-case keywords, Korean in a literal
+    ("SELECT name FROM customers;", False),          # memorised names from another schema
+    ("SELECT client_name FROM t_clients;", False),   # right idea, wrong naming style
+    ("SELECT clientNamecity FROM t_clients;", False),  # two names glued into one word
+])
+def test_grammar_accepts_this_schemas_sql_and_refuses_other_names(cache, tok, sql, ok):
+    assert _accepts(cache, tok, DDL, sql) is ok
+    assert (foreign_words(sql, DDL) == []) is ok
+
+
+PLAYERS = "CREATE TABLE players (id INT PRIMARY KEY, name VARCHAR(50), level INT);"
+
+
+@pytest.fixture(scope="module")
+def parrot(parrot_model):
+    from sqlray.evaluation.generate import load_for_generation
+
+    return load_for_generation(str(parrot_model))
+
+
+@pytest.mark.parametrize("sql, ok", [
+    ("SELECT COUNT(*) FROM t_clients WHERE city = '서울';", True),        # a prefix of 서울에서 (particle dropped)
+    ("SELECT clientName FROM t_clients WHERE clientName LIKE '%Kim%';", True),  # a quoted span, as a LIKE pattern
+    ("SELECT city FROM t_orders o JOIN t_clients c ON o.client_no = c.client_no WHERE amount > 250 LIMIT 1;", True),
+    ("SELECT COUNT(*) FROM t_clients WHERE city = '부산';", False),       # a value the request never wrote
+    ("SELECT clientName FROM t_clients WHERE clientName LIKE '%Lee%';", False),
+    ("SELECT city FROM t_orders WHERE amount > 25;", False),              # a number it did not write
+    ("SELECT city FROM t_orders WHERE amount > 2500;", False),            # 250 and 0 may not touch
+])
+def test_literals_must_copy_the_question(cache, tok, sql, ok):
+    question = "서울에서 주문 금액이 250 넘는 'Kim' 고객 도시는?"
+    assert _accepts(cache, tok, DDL, sql, question) is ok
+
+
+def test_constrained_generation_names_only_the_ddl(parrot):
+    from sqlray.evaluation.generate import generate_sql
+
+    model, tok = parrot
+    rows = [{"id": i, "context": PLAYERS, "question": q} for i, q in enumerate(["How many players?", "Top level"])]
+    free = generate_sql(model, tok, rows, max_new_tokens=12, batch_size=2)
+    bound = generate_sql(model, tok, rows, max_new_tokens=12, batch_size=2, constrain=True)
+    assert [f["raw"] for f in free] == ["customers" * 12] * 2
+    # "customers" is refused, and so is "name" right after "name" (two words touching): name, newline, ...
+    assert [b["raw"] for b in bound] == ["name\n" * 6] * 2
+
+
+def test_grammar_applies_per_row_in_a_mixed_batch(parrot):
+    """One generate(): a constrained row that ends at once (stop string) beside a free row that runs to its
+    token limit; the finished row's padding must not trip its grammar."""
+    from sqlray.evaluation.generate import generate_batch
+    from sqlray.text2sql import make_prompt
+
+    model, tok = parrot
+    prompts = [make_prompt(PLAYERS, "How many players?")] * 2 + [make_prompt(DDL, "How many clients?")]
+    texts, counts = generate_batch(model, tok, prompts, 12, [sql_grammar(PLAYERS), None, sql_grammar(DDL)])
+    assert texts[0] == "name\n" * 6 and texts[1] == "customers" * 12
+    assert texts[2].strip() == "" and counts[2] < 12  # its DDL has no "name" column: it ends at once
