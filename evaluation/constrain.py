@@ -4,11 +4,13 @@ A small model trained on a few hundred schemas still writes names it memorised (
 DDL says ``t_clients``). PICARD (Scholak et al., 2021) showed that rejecting such tokens while decoding
 lifts execution accuracy without retraining. sqlray does it at the lexical level, with one EBNF grammar
 per request that both engines run through xgrammar (vLLM's own structured-output backend): every word
-of the SQL is a SQL keyword, a name from the DDL or a short alias; strings, numbers, punctuation and
-spaces are free; two words never touch. Clause order is left to the model.
+of the SQL is a SQL keyword, a name from the DDL or a short alias; string and number literals copy the
+question; punctuation and spaces are free; two words (or numbers) never touch. Clause order is left to
+the model.
 """
 from __future__ import annotations
 
+import logging
 import re
 import threading
 
@@ -26,6 +28,7 @@ INSTR REPLACE""".split()
 DDL_WORDS = {w.upper() for w in """CREATE TABLE IF NOT EXISTS PRIMARY KEY FOREIGN REFERENCES UNIQUE NULL DEFAULT
 AUTO_INCREMENT AUTOINCREMENT CHECK CONSTRAINT INDEX ON DELETE UPDATE CASCADE INT INTEGER BIGINT SMALLINT TINYINT
 VARCHAR CHAR TEXT DATE DATETIME TIMESTAMP TIME DECIMAL NUMERIC FLOAT DOUBLE REAL BOOLEAN BOOL BLOB""".split()}
+log = logging.getLogger(__name__)
 _IDENT = re.compile(r"[^\W\d]\w*", re.UNICODE)
 _ALIAS = '[a-z] [0-9]?'  # the one- or two-character aliases of joins (c, p, t1)
 
@@ -61,7 +64,8 @@ def question_values(question: str, max_words: int = 3) -> tuple[list[str], list[
             spans.add(" ".join(words[i:j]))
         if _HANGUL.search(words[i]):
             spans.update(words[i][:k] for k in range(1, len(words[i])))
-    strings = sorted(s for s in spans if "'" not in s)
+    # Only printable text: a control character (or U+2028) would end the grammar's string literal.
+    strings = sorted(s for s in spans if "'" not in s and s.isprintable())
     return strings, sorted(set(_NUMBER.findall(question)) | {"0", "1"})
 
 
@@ -129,10 +133,19 @@ class GrammarLogitsProcessor(LogitsProcessor):
         import xgrammar as xgr
 
         self.xgr = xgr
-        self.matchers = [xgr.GrammarMatcher(cache.compile(g)) if g else None for g in grammars]
+        self.matchers = [self._matcher(cache, g) for g in grammars]
         self.bitmask = xgr.allocate_token_bitmask(len(grammars), cache.vocab_size)
         self.vocab_size = cache.vocab_size
         self.started = False
+
+    def _matcher(self, cache: GrammarCache, grammar: str | None):
+        if not grammar:
+            return None
+        try:
+            return self.xgr.GrammarMatcher(cache.compile(grammar))
+        except RuntimeError as e:  # never expected (literals are escaped): that row decodes freely, others go on
+            log.warning("schema grammar did not compile; this row decodes unconstrained: %s", str(e)[:200])
+            return None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.started:  # the previous step's tokens: advance each live row's matcher

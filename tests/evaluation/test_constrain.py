@@ -108,3 +108,20 @@ def test_grammar_applies_per_row_in_a_mixed_batch(parrot):
     texts, counts = generate_batch(model, tok, prompts, 12, [sql_grammar(PLAYERS), None, sql_grammar(DDL)])
     assert texts[0] == "name\n" * 6 and texts[1] == "customers" * 12
     assert texts[2].strip() == "" and counts[2] < 12  # its DDL has no "name" column: it ends at once
+
+
+def test_hostile_ddl_and_questions_always_give_a_grammar_that_compiles(cache):
+    """Quotes, backslashes, control characters, U+2028, emoji, NULs, escape look-alikes: every request's
+    grammar compiles (a failure would cost the request its constraint), and a 400-word question stays cheap."""
+    import random
+    import time
+
+    alphabet = list("abc'\"\\`\t\n\r\x00\x01 %_-()[]{};:,.?!") + ["서울에서", "é", "\u2028", "\ufeff", "😀", "\\u0041"]
+    rng = random.Random(0)
+    for _ in range(200):
+        question = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        ddl = "CREATE TABLE " + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 80)))
+        cache.compile(sql_grammar(ddl, question))  # raises on a grammar xgrammar cannot parse
+    t = time.perf_counter()
+    cache.compile(sql_grammar(DDL, " ".join(f"word{i}" for i in range(400))))
+    assert time.perf_counter() - t < 5
