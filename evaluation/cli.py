@@ -6,7 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from sqlray.core import atomic_write_jsonl, ensure_ray
+from sqlray.core import ConfigError, atomic_write_jsonl, ensure_ray
 
 
 def with_ids(rows: list[dict]) -> list[dict]:
@@ -26,11 +26,14 @@ def _cmd_generate(args) -> None:
 
     rows = with_ids(list(get_split(load_text2sql(args.data, args.data_config), args.split, args.data)))[: args.max_rows]
     if args.endpoint:
+        if args.constrain:
+            raise ConfigError("--constrain needs a local --model: an endpoint's /v1/completions decodes freely "
+                              "(sqlray's /v1/sql is constrained server-side); drop --constrain")
         preds = generate_via_endpoint(args.endpoint, args.model, rows, args.max_new_tokens, args.concurrency)
     else:
         ensure_ray()
         preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size,
-                                     constrain=args.constrain)
+                                     constrain=args.constrain is not False)
     by_id = {p["id"]: p for p in preds}
     atomic_write_jsonl(args.out, [{**r, "split": args.split, "prediction": by_id[r["id"]]["prediction"],
                              "raw": by_id[r["id"]]["raw"]} for r in rows])
@@ -97,8 +100,9 @@ def add_commands(sub) -> None:
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--concurrency", type=int, default=8)
     g.add_argument("--max-new-tokens", type=int, default=128)
-    g.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=True,
-                   help="decode under each row's schema grammar (names only from its DDL); local models only")
+    g.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=None,
+                   help="decode under each row's schema grammar (names from its DDL, literals from its question); "
+                        "on by default for a local --model, not available with --endpoint")
     g.set_defaults(fn=_cmd_generate)
 
     s = es.add_parser("score", help="add em, ex (test-suite), judge to every row")

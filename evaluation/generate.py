@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from sqlray.evaluation.constrain import GrammarLogitsProcessor, grammar_cache, sql_grammar
+from sqlray.evaluation.constrain import sql_grammar
+from sqlray.evaluation.grammar_decoding import GrammarLogitsProcessor, grammar_cache
 from sqlray.evaluation.sql import extract_sql
 from sqlray.text2sql import encode_prompt, make_prompt
 
@@ -37,7 +38,8 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 9
     # The same ids training saw (encode_prompt), padded on the left: generation starts where prompts end.
     enc = tokenizer.pad({"input_ids": [encode_prompt(tokenizer, p) for p in prompts]}, padding=True,
                         return_tensors="pt").to(model.device)
-    procs = [GrammarLogitsProcessor(grammar_cache(model, tokenizer), grammars)] if grammars and any(grammars) else []
+    procs = ([GrammarLogitsProcessor(grammar_cache(model, tokenizer), grammars, tokenizer.pad_token_id)]
+             if grammars and any(grammars) else [])
     out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, logits_processor=procs,
                          stop_strings=STOP_STRINGS, tokenizer=tokenizer,
                          pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -16,7 +16,7 @@ from typing import Iterator, Protocol
 
 import torch
 
-from sqlray.evaluation.constrain import GrammarLogitsProcessor, grammar_cache
+from sqlray.evaluation.grammar_decoding import GrammarLogitsProcessor, grammar_cache
 from sqlray.text2sql import encode_prompt
 
 BASE = "__base__"  # PEFT's name for "no adapter" inside a mixed batch
@@ -224,7 +224,7 @@ class HFEngine:
             kw["adapter_names"] = [r.adapter or BASE for r in reqs]
         if any(r.grammar for r in reqs):  # one processor per generate(): it tracks each row's grammar state
             kw["logits_processor"] = [GrammarLogitsProcessor(grammar_cache(self.base, self.tok),
-                                                             [r.grammar for r in reqs])]
+                                                             [r.grammar for r in reqs], self.tok.pad_token_id)]
         return kw
 
     # -- prefix caching ---------------------------------------------------------------------------

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from pathlib import Path
 from typing import AsyncIterator
 
 from sqlray.serving.engine import GenRequest, GenResult, PromptTooLong
 from sqlray.text2sql import encode_prompt
+
+log = logging.getLogger(__name__)
 
 
 def adapter_rank(path: str | Path) -> int:
@@ -121,12 +124,13 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
+        grammar = _parsable(req.grammar)
         # Greedy, as the HF engine; stop strings are cut before they are returned (OpenAI's semantics), and
         # while streaming vLLM holds back text that could still begin one.
         return SamplingParams(temperature=0.0, max_tokens=req.max_new_tokens, stop=list(req.stop) or None,
                               include_stop_str_in_output=False, skip_special_tokens=True,
                               # the same EBNF the HF engine runs, through vLLM's own xgrammar backend
-                              structured_outputs=StructuredOutputsParams(grammar=req.grammar) if req.grammar else None,
+                              structured_outputs=StructuredOutputsParams(grammar=grammar) if grammar else None,
                               output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY)
 
     def _submit(self, req: GenRequest, delta: bool):
@@ -170,3 +174,19 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self.llm.shutdown()
+
+
+def _parsable(grammar: str | None) -> str | None:
+    """The grammar if xgrammar parses it, else None (logged): vLLM would hand a grammar xgrammar refuses to
+    another backend that reads a different dialect and fail the request; the HF engine decodes such a row
+    freely, and so does this one."""
+    if not grammar:
+        return None
+    import xgrammar as xgr
+
+    try:
+        xgr.Grammar.from_ebnf(grammar)
+        return grammar
+    except Exception as e:  # never expected: sql_grammar escapes what it copies
+        log.warning("schema grammar did not parse; this request decodes unconstrained: %s", str(e)[:200])
+        return None

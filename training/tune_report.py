@@ -92,7 +92,7 @@ def seed_summary(rows: list[dict], metric: str) -> list[dict]:
 def seed_table(groups: list[dict], metric: str) -> str:
     body = [[g["rank"], g["alpha"], f"{g['learning_rate']:.2e}" if g["learning_rate"] else None, g["n"], g["mean"],
              g["std"], g["min"], g["max"], g["missing"]] for g in groups]
-    return format_table(["rank", "alpha", "lr", "seeds", f"{metric} mean", "std", "min", "max", "no score"],
+    return format_table(["rank", "alpha", "lr", "scored", f"{metric} mean", "std", "min", "max", "no score"],
                         body, floats=".4f")
 
 

@@ -61,6 +61,9 @@ def test_generate_through_an_openai_compatible_endpoint(tmp_path, data_dir):
         r = _sqlray("eval", "generate", "--endpoint", srv.base_url, "--model", "m", "--data", str(data_dir),
                     "--split", "test", "--max-rows", "4", "--out", str(tmp_path / "p.jsonl"))
         assert r.returncode == 0, r.stderr
+        bad = _sqlray("eval", "generate", "--endpoint", srv.base_url, "--model", "m", "--data", str(data_dir),
+                      "--split", "test", "--max-rows", "4", "--out", str(tmp_path / "c.jsonl"), "--constrain")
+        assert bad.returncode != 0 and "--constrain needs a local --model" in bad.stderr, bad.stderr
     preds = _jsonl(tmp_path / "p.jsonl")
     assert len(preds) == 4 and all(p["prediction"] == "SELECT COUNT(*) FROM t;" for p in preds)
     assert all("### SQL 봇" in p["raw"] for p in preds)
