@@ -166,3 +166,13 @@ def test_length_grouped_batches_pad_less_and_keep_every_row(tiny_model, data_dir
     grouped, real_g, padded_g = epoch(True)
     assert grouped == shuffled and real_g == real_s
     assert (padded_g - real_g) < 0.25 * (padded_s - real_s), (padded_g - real_g, padded_s - real_s)
+
+
+def test_before_after_table_adds_free_decoding_columns():
+    from sqlray.training.workflow import before_after_table
+
+    after = {"test": {"n": 200, "em": 0.1, "ex": 0.09}}
+    plain = before_after_table({}, after)
+    both = before_after_table({}, after, {"test": {"n": 200, "em": 0.0, "ex": 0.005}})
+    assert "free decoding" not in plain and "EX after, free decoding" in both.splitlines()[0]
+    assert both.splitlines()[2].split()[-2:] == ["0.000", "0.005"]
