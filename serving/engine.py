@@ -222,10 +222,15 @@ class HFEngine:
               "eos_token_id": self.tok.eos_token_id}
         if self.adapters:
             kw["adapter_names"] = [r.adapter or BASE for r in reqs]
-        if any(r.grammar for r in reqs):  # one processor per generate(): it tracks each row's grammar state
-            kw["logits_processor"] = [GrammarLogitsProcessor(grammar_cache(self.base, self.tok),
-                                                             [r.grammar for r in reqs], self.tok.pad_token_id)]
         return kw
+
+    def _grammars(self, reqs: list[GenRequest]) -> dict:
+        """The schema-grammar processor for a batch (one per generate(): it tracks each row's state), built
+        before the engine lock is taken: compiling the rows' grammars need not hold up another batch."""
+        if not any(r.grammar for r in reqs):
+            return {}
+        return {"logits_processor": [GrammarLogitsProcessor(grammar_cache(self.base, self.tok),
+                                                            [r.grammar for r in reqs], self.tok.pad_token_id)]}
 
     # -- prefix caching ---------------------------------------------------------------------------
     def _split(self, req: GenRequest) -> tuple[list[int], list[int]]:
@@ -291,6 +296,7 @@ class HFEngine:
         unknown = {r.adapter for r in reqs if r.adapter and r.adapter not in self.adapters}
         if unknown:
             raise KeyError(f"adapters not loaded: {sorted(unknown)}")
+        grammars = self._grammars(reqs)
         with self.lock:
             t0 = time.perf_counter()
             self.batch_sizes.append(len(reqs))
@@ -298,7 +304,7 @@ class HFEngine:
             plen = enc["input_ids"].shape[1]
             out = self.model.generate(**enc, max_new_tokens=max(r.max_new_tokens for r in reqs),
                                       stopping_criteria=StoppingCriteriaList([_RowStops(self.tok, plen, reqs)]),
-                                      **self._gen_kwargs(reqs))
+                                      **self._gen_kwargs(reqs), **grammars)
             self.gen_ms.append(round(1000 * (time.perf_counter() - t0), 1))
         results = []
         for i, r in enumerate(reqs):
@@ -325,7 +331,8 @@ class HFEngine:
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         cancel = cancel or threading.Event()  # set when the client has what it needs (or went away)
         stops = StoppingCriteriaList([_RowStops(self.tok, enc["input_ids"].shape[1], [req]), _Cancelled(cancel)])
-        kwargs = {**enc, "max_new_tokens": req.max_new_tokens, "streamer": streamer, "stopping_criteria": stops}
+        kwargs = {**enc, "max_new_tokens": req.max_new_tokens, "streamer": streamer, "stopping_criteria": stops,
+                  **self._grammars([req])}
 
         error: list[BaseException] = []
         new_ids: list[list[int]] = []
