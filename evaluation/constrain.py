@@ -11,10 +11,7 @@ and ``serving.vllm_engine`` (vLLM).
 """
 from __future__ import annotations
 
-import logging
 import re
-
-log = logging.getLogger(__name__)
 
 # Words a SQL answer may use besides the schema's names: the clauses, operators and functions of
 # SQLite's SELECT (https://sqlite.org/lang_select.html), matched in any case.
