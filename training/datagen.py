@@ -404,6 +404,38 @@ def write_dataset(out_dir: str | Path, seed: int = 42) -> dict[str, int]:
     return counts
 
 
+def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2400, seed: int = 42) -> dict[str, int]:
+    """The base model's training set (`make tiny-base`): the bundled train split plus ``n_schemas`` more
+    synthetic schemas (one draw per shape, Korean and English: ~33 rows each), so a long run sees each row
+    about once instead of memorising 299 schemas. The new schemas continue the bundled splits' seeded
+    sequence; any whose DDL a bundled split has is dropped all the same, so no held-out schema or question
+    can leak. The held-out splits are copied unchanged (the run's validation loss and scores)."""
+    import shutil
+
+    from tqdm import tqdm
+
+    from sqlray.text2sql import load_text2sql
+
+    src, out = Path(data), Path(out_dir)
+    bundled = load_text2sql(str(src))
+    seen = {r["context"] for split in bundled.values() for r in split}
+    first = sum(SPLIT_SCHEMAS.values())
+    extra = synth_databases(first + n_schemas, seed)[first:]
+    rng = random.Random(seed + 1)
+    new = [r for db in tqdm(extra, desc="base schemas", unit="schema")
+           for r in database_rows(db, rng, variants=1) if r["context"] not in seen]
+    rows = list(bundled["train"]) + new
+    rng.shuffle(rows)
+    for i, r in enumerate(rows):
+        r["id"] = f"base-{i:06d}"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_jsonl(out / "train.jsonl", rows)
+    for name in bundled:
+        if name != "train":
+            shutil.copyfile(src / f"{name}.jsonl", out / f"{name}.jsonl")
+    return {"train": len(rows), "new_schemas": len({r["context"] for r in new}), "new_rows": len(new)}
+
+
 def write_domain_dataset(out_dir: str | Path, db_id: int = HELDOUT_DB_ID, seed: int = 42) -> dict[str, int]:
     """A shifted task for LoRA and tuning: only database ``db_id`` (never seen by the base run), split
     60/20/20. Adapting a base that scores 0 on this schema is where rank and alpha matter."""

@@ -94,7 +94,7 @@ def _check_resume(cfg: TrainConfig, train) -> None:
         check_fingerprint(ckpt, run_fingerprint(cfg, dataset_hash(train)), run_dir(cfg))
 
 
-def _replace_dir(target: Path, make) -> None:
+def replace_dir(target: Path, make) -> None:
     """Build a folder beside ``target`` and swap it in by renames: a crash leaves the old one (possibly as
     ``.NAME.old``) or the new one, never neither half-written."""
     tmp, old = target.with_name(f".{target.name}.tmp"), target.with_name(f".{target.name}.old")
@@ -146,12 +146,12 @@ def run_training(cfg: TrainConfig, checked: bool = False) -> TrainOutcome:
     with result.checkpoint.as_directory() as d:
         for name in ("hf_model", "adapter"):
             if (Path(d) / name).exists():
-                _replace_dir(out / ("model" if name == "hf_model" else name), lambda tmp: shutil.copytree(Path(d) / name, tmp))
+                replace_dir(out / ("model" if name == "hf_model" else name), lambda tmp: shutil.copytree(Path(d) / name, tmp))
         saved = json.loads((Path(d) / "history.json").read_text())
     if cfg.model.method != "full":  # one merged model per run, in the run's dtype
         from sqlray.training.export import RUN_DTYPES, merge_into
 
-        _replace_dir(out / "model", lambda tmp: merge_into(out / "adapter", cfg.model, tmp,
+        replace_dir(out / "model", lambda tmp: merge_into(out / "adapter", cfg.model, tmp,
                                                            RUN_DTYPES[cfg.deepspeed.precision]))
     history = saved["history"]
     (out / "history.json").write_text(json.dumps(saved, indent=1))

@@ -6,13 +6,19 @@ a literal from the question far more reliably than it copies multi-digit BPE pie
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from sqlray.core import ConfigError, atomic_write_json
 from sqlray.text2sql import load_text2sql, make_prompt
+from sqlray.training.fingerprint import dataset_hash
+
+BASE_CARD = "base.json"  # a published base's provenance, beside its weights
 
 SPECIAL = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>", "unk_token": "<unk>"}
 
@@ -70,3 +76,43 @@ def ensure_tiny_model(path: str | Path, data: str = "data/text2sql") -> Path:
     if not (path / "config.json").exists():
         make_tiny_model(path, data)
     return path
+
+
+def publish_base(run: str | Path, out: str | Path) -> Path:
+    """Copy a finished full-training run's ``model/`` to ``out`` (the committed base, data/tiny-sql-base)
+    with ``base.json``: its config, steps, losses, scores, and hashes of the rows it trained on and of the
+    held-out splits it was kept from, so a test can check the committed base against the committed data."""
+    from sqlray.training.driver import replace_dir
+
+    run, out = Path(run), Path(out)
+    if not (run / "summary.json").exists() or not (run / "model" / "config.json").exists():
+        raise ConfigError(f"model publish: {run} is not a finished run folder (summary.json and model/ expected)")
+    summary = json.loads((run / "summary.json").read_text())
+    cfg = summary["config"]
+    if cfg["model"]["method"] != "full":
+        raise ConfigError(f"model publish: run {run} is {cfg['model']['method']}; a base is a full-training run")
+    splits = load_text2sql(cfg["data"]["source"])
+    card = {"run": summary["run"], "started_from": cfg["model"]["name_or_path"],
+            "steps": cfg["train"]["max_steps"], "rows_per_step": _rows_per_step(cfg),
+            "wall_clock_s": summary.get("wall_clock_s"), "train": summary.get("train", {}),
+            "train_rows_hash": dataset_hash(splits["train"]), "heldout_hash": heldout_hash(splits),
+            "ex_grammar": {k: v.get("ex") for k, v in summary.get("splits", {}).items()},
+            "ex_free": {k: v.get("ex") for k, v in summary.get("splits_free_decoding", {}).items()},
+            "config": cfg}
+
+    def make(tmp: Path) -> None:
+        shutil.copytree(run / "model", tmp)
+        atomic_write_json(tmp / BASE_CARD, card)
+
+    replace_dir(out, make)
+    return out
+
+
+def heldout_hash(splits) -> str:
+    """One hash over every split but train, in name order: what a base must never have trained on."""
+    return dataset_hash([r for name in sorted(splits) if name != "train" for r in splits[name]])
+
+
+def _rows_per_step(cfg: dict) -> int:
+    t = cfg["train"]
+    return t["micro_batch_size"] * t["gradient_accumulation_steps"] * cfg["scaling"]["num_workers"]

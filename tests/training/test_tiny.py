@@ -1,4 +1,17 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from sqlray.core import ConfigError
+from sqlray.text2sql import load_text2sql
+from sqlray.training.data import tokenize_row
+from sqlray.training.fingerprint import dataset_hash
+from sqlray.training.tiny import BASE_CARD, heldout_hash, publish_base
 
 
 def test_tiny_model_loads_like_a_hub_model(tiny_model):
@@ -15,3 +28,58 @@ def test_numbers_split_into_digits(tiny_model):
     tok = AutoTokenizer.from_pretrained(tiny_model)
     pieces = tok.convert_ids_to_tokens(tok("WHERE amount > 12345", add_special_tokens=False)["input_ids"])
     assert [p for p in pieces if p.strip("Ġ").isdigit()] == list("12345")
+
+
+BASE = Path(__file__).resolve().parents[2] / "data" / "tiny-sql-base"
+
+
+def test_committed_base_was_kept_from_the_committed_heldout_splits(data_dir):
+    # base.json hashes the held-out splits the base was kept from: if the data was regenerated without
+    # `make tiny-base`, the base may have trained on what are now held-out rows.
+    card = json.loads((BASE / BASE_CARD).read_text())
+    assert card["heldout_hash"] == heldout_hash(load_text2sql(str(data_dir)))
+    assert card["steps"] * card["rows_per_step"] >= 50_000
+    model_cfg = yaml.safe_load((BASE.parents[1] / "configs" / "tiny-cpu.yaml").read_text())["model"]
+    assert Path(model_cfg["name_or_path"]) == Path("data/tiny-sql-base")  # the demo starts from it
+
+
+def test_committed_base_writes_sql_a_random_model_cannot(tiny_model, data_dir):
+    """The committed weights are trained: SQL-token loss on unseen-schema rows far below a random model's."""
+    rows = list(load_text2sql(str(data_dir))["test_unseen_schemas"])[:16]
+
+    def sql_loss(path):
+        tok, model = AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path)
+        losses = []
+        for r in rows:
+            t = tokenize_row(r, tok, max_length=512)
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([t["input_ids"]]), labels=torch.tensor([t["labels"]]))
+            losses.append(out.loss.item())
+        return sum(losses) / len(losses)
+
+    trained, random = sql_loss(BASE), sql_loss(tiny_model)
+    assert random > 6 and trained < 0.5, (trained, random)
+
+
+def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_path):
+    run = tmp_path / "runs" / "base"
+    shutil.copytree(tiny_model, run / "model")
+    cfg = {"model": {"name_or_path": str(tiny_model), "method": "full"}, "data": {"source": str(data_dir)},
+           "train": {"max_steps": 5, "micro_batch_size": 4, "gradient_accumulation_steps": 2},
+           "scaling": {"num_workers": 2}}
+    summary = {"run": "base", "config": cfg, "train": {"train_loss": 1.0}, "wall_clock_s": 3.0,
+               "splits": {"test": {"ex": 0.5}}, "splits_free_decoding": {}}
+    (run / "summary.json").write_text(json.dumps(summary))
+    out = publish_base(run, tmp_path / "published")
+    card = json.loads((out / BASE_CARD).read_text())
+    assert card["rows_per_step"] == 16 and card["ex_grammar"] == {"test": 0.5}
+    bundled = load_text2sql(str(data_dir))
+    assert card["train_rows_hash"] == dataset_hash(bundled["train"])
+    assert card["heldout_hash"] == heldout_hash(bundled)
+    assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
+    cfg["model"]["method"] = "lora"
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="lora"):
+        publish_base(run, tmp_path / "again")
+    with pytest.raises(ConfigError, match="not a finished run"):
+        publish_base(tmp_path / "nothing", tmp_path / "again")
