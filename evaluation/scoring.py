@@ -82,7 +82,8 @@ def join_predictions(rows: list[dict], preds: list[dict]) -> list[dict]:
 
 def summarize(scored: list[dict], by: str | None = None) -> dict[str, dict[str, Any]]:
     """{group: {em, em_strict, ex, n, n_ex, n_gold_errors, excluded}}: EX is over the n_ex rows it can
-    judge; ``excluded`` counts the others by reason (gold_error, gold_empty, ddl, sandbox)."""
+    judge (None when it can judge none: not a score of 0); ``excluded`` counts the others by reason
+    (gold_error, gold_empty, ddl, sandbox)."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in scored:
         groups[str(r.get(by, "?")) if by else "all"].append(r)
@@ -90,7 +91,7 @@ def summarize(scored: list[dict], by: str | None = None) -> dict[str, dict[str, 
     for g, rs in sorted(groups.items()):
         counted = [r for r in rs if r["ex"] is not None]
         out[g] = {"em": sum(r["em"] for r in rs) / len(rs), "em_strict": sum(r["em_strict"] for r in rs) / len(rs),
-                  "ex": sum(bool(r["ex"]) for r in counted) / max(1, len(counted)), "n": len(rs),
+                  "ex": sum(bool(r["ex"]) for r in counted) / len(counted) if counted else None, "n": len(rs),
                   "n_ex": len(counted), "n_gold_errors": len(rs) - len(counted),
                   "excluded": dict(Counter(r.get("ex_excluded") or "other" for r in rs if r["ex"] is None))}
     return out

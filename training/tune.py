@@ -163,7 +163,7 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
         model.cuda()
     preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.constrain_sql)
     s = summarize([score_row(r) for r in join_predictions(rows, preds)])["all"]
-    return {"val_ex": s["ex"], "val_em": s["em"], "val_rows": s["n"]}
+    return {"val_ex": s["ex"] or 0.0, "val_em": s["em"], "val_rows": s["n"]}  # Tune compares numbers
 
 
 def tune_trial(params: dict) -> None:

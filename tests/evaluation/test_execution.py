@@ -138,6 +138,8 @@ def test_a_gold_that_is_empty_everywhere_is_excluded_with_its_reason():
             {"em": True, "em_strict": True, "ex": True, "ex_excluded": None}]
     s = summarize(rows)["all"]
     assert s["ex"] == 1.0 and s["n_ex"] == 1 and s["excluded"] == {"gold_empty": 1}
+    none = summarize(rows[:1])["all"]  # nothing to judge is no score, not a score of 0
+    assert none["ex"] is None and none["n_ex"] == 0 and none["em"] == 1.0
 
 
 def test_child_before_parent_and_a_key_that_is_also_a_foreign_key_fill():
