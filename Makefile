@@ -45,9 +45,9 @@ data: install
 	$(VENV)/bin/sqlray data generate --out data/text2sql
 
 # The embedded default's base, committed as data/tiny-sql-base (~1 h on 2 cores): rerun after `make data`.
+# An interrupted run resumes; after changing the data, `rm -rf runs/tiny-base .cache/tiny-base-init` first.
 tiny-base: install
-	rm -rf .cache/tiny-base-init runs/tiny-base
-	$(VENV)/bin/sqlray model tiny --out .cache/tiny-base-init
+	test -f .cache/tiny-base-init/config.json || $(VENV)/bin/sqlray model tiny --out .cache/tiny-base-init
 	$(VENV)/bin/sqlray data base --out .cache/text2sql-base
 	$(VENV)/bin/sqlray train --config configs/tiny-base.yaml
 	$(VENV)/bin/sqlray model publish --run runs/tiny-base --out data/tiny-sql-base

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from sqlray.core import resolve_path
 from sqlray.evaluation.constrain import sql_grammar
 from sqlray.evaluation.grammar_decoding import GrammarLogitsProcessor, grammar_cache
 from sqlray.evaluation.sql import extract_sql
@@ -89,7 +90,8 @@ class GeneratorActor:
 
     def __init__(self, model: str, adapter: str | None = None, threads: int = 1):
         torch.set_num_threads(threads)
-        self.model, self.tok = load_for_generation(model, adapter)
+        # a relative path is the driver's (e.g. the committed data/tiny-sql-base): actors start elsewhere
+        self.model, self.tok = load_for_generation(resolve_path(model), adapter and resolve_path(adapter))
 
     def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False) -> list[dict]:
         return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size, constrain)

@@ -31,7 +31,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def _rates(rows: list[dict]) -> dict[str, float | int]:
     out: dict[str, float | int] = {"n": len(rows)}
     if rows and "ex" in rows[0]:
-        out.update({k: v for k, v in summarize(rows)["all"].items() if k in ("em", "ex")})
+        # EX is None where no row could be judged: left out, so the table prints '-' and the chart 0
+        out.update({k: v for k, v in summarize(rows)["all"].items() if k in ("em", "ex") and v is not None})
     judged = [r for r in rows if r.get("judge") in ("yes", "no")]
     if judged:
         out["judge"] = sum(r["judge"] == "yes" for r in judged) / len(judged)

@@ -408,8 +408,9 @@ def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2
     """The base model's training set (`make tiny-base`): the bundled train split plus ``n_schemas`` more
     synthetic schemas (one draw per shape, Korean and English: ~33 rows each), so a long run sees each row
     about once instead of memorising 299 schemas. The new schemas continue the bundled splits' seeded
-    sequence; any whose DDL a bundled split has is dropped all the same, so no held-out schema or question
-    can leak. The held-out splits are copied unchanged (the run's validation loss and scores)."""
+    sequence; any whose DDL a bundled split has is dropped, and so is any new row whose question and SQL
+    a held-out split has (a new schema may reuse a held-out schema's table, and with it its questions).
+    The held-out splits are copied unchanged (the run's validation loss and scores)."""
     import shutil
 
     from tqdm import tqdm
@@ -419,11 +420,13 @@ def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2
     src, out = Path(data), Path(out_dir)
     bundled = load_text2sql(str(src))
     seen = {r["context"] for split in bundled.values() for r in split}
+    held = {(r["question"], r["answer"]) for name, split in bundled.items() if name != "train" for r in split}
     first = sum(SPLIT_SCHEMAS.values())
     extra = synth_databases(first + n_schemas, seed)[first:]
     rng = random.Random(seed + 1)
     new = [r for db in tqdm(extra, desc="base schemas", unit="schema")
-           for r in database_rows(db, rng, variants=1) if r["context"] not in seen]
+           for r in database_rows(db, rng, variants=1)
+           if r["context"] not in seen and (r["question"], r["answer"]) not in held]
     rows = list(bundled["train"]) + new
     rng.shuffle(rows)
     for i, r in enumerate(rows):

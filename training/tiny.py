@@ -91,10 +91,13 @@ def publish_base(run: str | Path, out: str | Path) -> Path:
     cfg = summary["config"]
     if cfg["model"]["method"] != "full":
         raise ConfigError(f"model publish: run {run} is {cfg['model']['method']}; a base is a full-training run")
+    train = summary.get("train", {})
+    if not train.get("completed"):
+        raise ConfigError(f"model publish: run {run} did not complete (rerun it to resume, then publish)")
     splits = load_text2sql(cfg["data"]["source"])
     card = {"run": summary["run"], "started_from": cfg["model"]["name_or_path"],
-            "steps": cfg["train"]["max_steps"], "rows_per_step": _rows_per_step(cfg),
-            "wall_clock_s": summary.get("wall_clock_s"), "train": summary.get("train", {}),
+            "steps": train.get("step", cfg["train"]["max_steps"]), "rows_per_step": _rows_per_step(cfg),
+            "wall_clock_s": summary.get("wall_clock_s"), "train": train,
             "train_rows_hash": dataset_hash(splits["train"]), "heldout_hash": heldout_hash(splits),
             "ex_grammar": {k: v.get("ex") for k, v in summary.get("splits", {}).items()},
             "ex_free": {k: v.get("ex") for k, v in summary.get("splits_free_decoding", {}).items()},

@@ -181,16 +181,20 @@ def test_before_after_table_adds_free_decoding_columns():
 def test_base_dataset_adds_new_schemas_and_keeps_heldout_splits(data_dir, tmp_path):
     from sqlray.training.datagen import write_base_dataset
 
-    counts = write_base_dataset(data_dir, tmp_path / "base", n_schemas=6)
+    counts = write_base_dataset(data_dir, tmp_path / "base", n_schemas=40)
     bundled, base = load_text2sql(str(data_dir)), load_text2sql(str(tmp_path / "base"))
-    assert counts["new_schemas"] == 6 and counts["new_rows"] >= 6 * 20
+    assert counts["new_schemas"] == 40 and counts["new_rows"] >= 40 * 20
     train = list(base["train"])
     assert len(train) == len(bundled["train"]) + counts["new_rows"]
     old = {(r["context"], r["question"]) for r in bundled["train"]}
     assert old <= {(r["context"], r["question"]) for r in train}
-    new_contexts = {r["context"] for r in train if (r["context"], r["question"]) not in old}
-    assert len(new_contexts) == 6
+    new = [r for r in train if (r["context"], r["question"]) not in old]
+    new_contexts = {r["context"] for r in new}
+    assert len(new_contexts) == 40
     for split in bundled:  # new schemas are none of the bundled ones; held-out splits copied as they were
         assert new_contexts.isdisjoint({r["context"] for r in bundled[split]}), split
         if split != "train":
             assert list(base[split]) == list(bundled[split])
+            # a new schema may reuse a held-out schema's table: its questions must not come along
+            assert {(r["question"], r["answer"]) for r in new}.isdisjoint(
+                {(r["question"], r["answer"]) for r in bundled[split]}), split

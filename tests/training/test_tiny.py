@@ -33,9 +33,9 @@ def test_numbers_split_into_digits(tiny_model):
 BASE = Path(__file__).resolve().parents[2] / "data" / "tiny-sql-base"
 
 
-def test_committed_base_was_kept_from_the_committed_heldout_splits(data_dir):
-    # base.json hashes the held-out splits the base was kept from: if the data was regenerated without
-    # `make tiny-base`, the base may have trained on what are now held-out rows.
+def test_committed_base_was_built_against_the_committed_heldout_splits(data_dir):
+    # base.json hashes the held-out splits its training set was built against: if the data was regenerated
+    # without `make tiny-base`, the base may have trained on what are now held-out rows.
     card = json.loads((BASE / BASE_CARD).read_text())
     assert card["heldout_hash"] == heldout_hash(load_text2sql(str(data_dir)))
     assert card["steps"] * card["rows_per_step"] >= 50_000
@@ -67,7 +67,7 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
     cfg = {"model": {"name_or_path": str(tiny_model), "method": "full"}, "data": {"source": str(data_dir)},
            "train": {"max_steps": 5, "micro_batch_size": 4, "gradient_accumulation_steps": 2},
            "scaling": {"num_workers": 2}}
-    summary = {"run": "base", "config": cfg, "train": {"train_loss": 1.0}, "wall_clock_s": 3.0,
+    summary = {"run": "base", "config": cfg, "train": {"loss": 1.0, "step": 5, "completed": True}, "wall_clock_s": 3.0,
                "splits": {"test": {"ex": 0.5}}, "splits_free_decoding": {}}
     (run / "summary.json").write_text(json.dumps(summary))
     out = publish_base(run, tmp_path / "published")
@@ -77,6 +77,12 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
     assert card["train_rows_hash"] == dataset_hash(bundled["train"])
     assert card["heldout_hash"] == heldout_hash(bundled)
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
+    assert card["steps"] == 5
+    summary["train"]["completed"] = False
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ConfigError, match="did not complete"):
+        publish_base(run, tmp_path / "again")
+    summary["train"]["completed"] = True
     cfg["model"]["method"] = "lora"
     (run / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ConfigError, match="lora"):
