@@ -81,7 +81,7 @@ def ensure_tiny_model(path: str | Path, data: str = "data/text2sql") -> Path:
 def publish_base(run: str | Path, out: str | Path) -> Path:
     """Copy a finished full-training run's ``model/`` to ``out`` (the committed base, data/tiny-sql-base)
     with ``base.json``: its config, steps, losses, scores, and hashes of the rows it trained on and of the
-    held-out splits it was kept from, so a test can check the committed base against the committed data."""
+    held-out splits its training set was built against, so a test can check it against the committed data."""
     from sqlray.training.driver import replace_dir
 
     run, out = Path(run), Path(out)
