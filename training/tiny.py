@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sqlray.core import ConfigError, atomic_write_json
 from sqlray.text2sql import load_text2sql, make_prompt
+from sqlray.training.config import TrainConfig
 from sqlray.training.fingerprint import dataset_hash
 
 BASE_CARD = "base.json"  # a published base's provenance, beside its weights
@@ -96,7 +97,8 @@ def publish_base(run: str | Path, out: str | Path) -> Path:
         raise ConfigError(f"model publish: run {run} did not complete (rerun it to resume, then publish)")
     splits = load_text2sql(cfg["data"]["source"])
     card = {"run": summary["run"], "started_from": cfg["model"]["name_or_path"],
-            "steps": train.get("step", cfg["train"]["max_steps"]), "rows_per_step": _rows_per_step(cfg),
+            "steps": train.get("step", cfg["train"]["max_steps"]),
+            "rows_per_step": TrainConfig.model_validate(cfg).global_batch_size,
             "wall_clock_s": summary.get("wall_clock_s"), "train": train,
             "train_rows_hash": dataset_hash(splits["train"]), "heldout_hash": heldout_hash(splits),
             "ex_grammar": {k: v.get("ex") for k, v in summary.get("splits", {}).items()},
@@ -114,8 +116,3 @@ def publish_base(run: str | Path, out: str | Path) -> Path:
 def heldout_hash(splits) -> str:
     """One hash over every split but train, in name order: what a base must never have trained on."""
     return dataset_hash([r for name in sorted(splits) if name != "train" for r in splits[name]])
-
-
-def _rows_per_step(cfg: dict) -> int:
-    t = cfg["train"]
-    return t["micro_batch_size"] * t["gradient_accumulation_steps"] * cfg["scaling"]["num_workers"]
