@@ -17,11 +17,14 @@ def _cmd_data(args) -> None:
         s = JudgeSettings(model=args.judge_model, base_url=args.judge_base_url, rpm=args.rpm, tpm=args.tpm)
         print(json.dumps(clean_dataset(args.data, args.out, s, args.split), ensure_ascii=False))
     elif args.action == "base":
-        from sqlray.training.datagen import write_base_dataset
+        from sqlray.training.datagen import NONCE, write_base_dataset
 
         if not args.out:
             raise ConfigError("data base: --out is required (e.g. .cache/text2sql-base)")
-        print(json.dumps(write_base_dataset(args.data, args.out, args.schemas, args.seed)))
+        nonce = NONCE if args.nonce is None else args.nonce
+        if not 0 <= nonce < 1:
+            raise ConfigError(f"data base: --nonce must be in [0, 1), got {nonce}")
+        print(json.dumps(write_base_dataset(args.data, args.out, args.schemas, args.seed, nonce)))
     elif args.action == "generate":
         from sqlray.text2sql import load_text2sql
         from sqlray.training.datagen import datasheet, datasheet_table, write_dataset, write_domain_dataset
@@ -82,6 +85,8 @@ def add_commands(sub) -> None:
     d.add_argument("--seed", type=int, default=42)
     d.add_argument("--data", default="data/text2sql", help="clean: the dataset to clean; base: the bundled set")
     d.add_argument("--schemas", type=int, default=2400, help="base: new synthetic schemas beyond the bundled ones")
+    d.add_argument("--nonce", type=float, default=None,
+                   help="base: share of the new schemas' names made up (default 0.3; 0 for real words only)")
     d.add_argument("--split", default="train", help="clean: the split to clean")
     d.add_argument("--judge-model", default="gpt-4-turbo-preview")
     d.add_argument("--judge-base-url", help="OpenAI-compatible base URL; OPENAI_BASE_URL otherwise")

@@ -404,13 +404,18 @@ def write_dataset(out_dir: str | Path, seed: int = 42) -> dict[str, int]:
     return counts
 
 
-def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2400, seed: int = 42) -> dict[str, int]:
+NONCE = 0.3  # share of entity names, attribute names and category pools made up in the base's extra schemas
+
+
+def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2400, seed: int = 42,
+                       nonce: float = NONCE) -> dict[str, int]:
     """The base model's training set (`make tiny-base`): the bundled train split plus ``n_schemas`` more
     synthetic schemas (one draw per shape, Korean and English: ~33 rows each), so a long run sees each row
     about once instead of memorising 299 schemas. The new schemas continue the bundled splits' seeded
     sequence; any whose DDL a bundled split has is dropped, and so is any new row whose question and SQL
     a held-out split has (a new schema may reuse a held-out schema's table, and with it its questions).
-    The held-out splits are copied unchanged (the run's validation loss and scores)."""
+    ``nonce`` of their names are made-up words (schemagen.nonce_word), so the model learns to copy a name
+    the question and the DDL share rather than recall a closed vocabulary. The held-out splits are copied unchanged (the run's validation loss and scores)."""
     import shutil
 
     from tqdm import tqdm
@@ -422,7 +427,7 @@ def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2
     seen = {r["context"] for split in bundled.values() for r in split}
     held = {(r["question"], r["answer"]) for name, split in bundled.items() if name != "train" for r in split}
     first = sum(SPLIT_SCHEMAS.values())
-    extra = synth_databases(first + n_schemas, seed)[first:]
+    extra = synth_databases(first + n_schemas, seed, nonce=nonce)[first:]
     rng = random.Random(seed + 1)
     new = [r for db in tqdm(extra, desc="base schemas", unit="schema")
            for r in database_rows(db, rng, variants=1)
@@ -436,7 +441,8 @@ def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2
     for name in bundled:
         if name != "train":
             shutil.copyfile(src / f"{name}.jsonl", out / f"{name}.jsonl")
-    return {"train": len(rows), "new_schemas": len({r["context"] for r in new}), "new_rows": len(new)}
+    return {"train": len(rows), "new_schemas": len({r["context"] for r in new}), "new_rows": len(new),
+            "nonce_rows": sum(r["domain"].endswith("+nonce") for r in new)}
 
 
 def write_domain_dataset(out_dir: str | Path, db_id: int = HELDOUT_DB_ID, seed: int = 42) -> dict[str, int]:

@@ -5,9 +5,15 @@ each entity's attributes, one naming style (snake_case, camelCase, PascalCase, U
 prefixes, romanised Korean) and, for entities and attributes, one of their synonyms. The words recur
 across schemas; their combinations, spellings and the tables they sit in do not, so which identifier
 answers a question can only be read from the DDL.
+
+With ``nonce`` > 0 (the base model's extra schemas), some entities, attributes and category values get
+made-up words instead (``valoren``, Korean ``바로렌`` or the Latin word itself): names no other schema
+repeats, so the only way to answer is to copy the word the question and the DDL share, which is what an
+unseen database such as the held-out game one (players, matches, mode) asks for.
 """
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -202,6 +208,52 @@ class Naming:
         return self.ident(f"{word} {'no' if self.pk_style == 'entity_no' else 'id'}", f"{roman}_{'beonho' if self.pk_style == 'entity_no' else 'id'}")
 
 
+# Made-up words: consonant-vowel(-coda) syllables with a fixed Hangul spelling each, as loanwords are written
+# (Hangul = 0xAC00 + (onset * 21 + vowel) * 28 + coda).
+_ONSETS = {"b": 7, "d": 3, "g": 0, "k": 15, "l": 5, "m": 6, "n": 2, "p": 17, "r": 5, "s": 9, "t": 16, "j": 12, "h": 18, "": 11}
+_VOWELS = {"a": 0, "e": 5, "i": 20, "o": 8, "u": 13, "eo": 4}
+_CODAS = {"": 0, "n": 4, "m": 16, "l": 8, "k": 1, "ng": 21}
+
+
+@functools.cache
+def _reserved() -> frozenset[str]:
+    """SQL keywords and every real word of the vocabulary: a made-up word is none of them."""
+    from sqlglot.tokens import Tokenizer
+
+    words = {k.lower() for k in Tokenizer.KEYWORDS} | set(_KEYWORDS)
+    for variants, labels, *_ in ENTITIES.values():
+        words |= {w for v in variants + labels for part in (v[0], v[1], v[3]) for w in part.split()}
+    for _, _, variants, _ in ATTRS.values():
+        words |= {w for v in variants for part in (v[0], v[1], v[3]) for w in part.split()}
+    return frozenset(words)
+
+
+def nonce_word(rng: random.Random, reserved: frozenset[str] = frozenset()) -> tuple[str, str]:
+    """A pronounceable made-up word of 2-3 syllables and its Hangul spelling: ('valoren', '바로렌')."""
+    while True:
+        latin, hangul = "", ""
+        for i in range(rng.choice((2, 2, 3))):
+            onset = rng.choice(sorted(_ONSETS)) if i == 0 else rng.choice(sorted(set(_ONSETS) - {""}))
+            vowel = rng.choice(sorted(_VOWELS))
+            coda = rng.choice(sorted(_CODAS)) if rng.random() < 0.3 else ""
+            latin += onset + vowel + coda
+            hangul += chr(0xAC00 + (_ONSETS[onset] * 21 + _VOWELS[vowel]) * 28 + _CODAS[coda])
+        if len(latin) >= 4 and latin not in reserved:
+            return latin, hangul
+
+
+def _nonce_entity(rng: random.Random, reserved: frozenset[str]) -> tuple[tuple, tuple[str, ...]]:
+    """An entity variant (word, english plural, korean, romanised) and label values, all made up."""
+    word, hangul = nonce_word(rng, reserved)
+    values = tuple(nonce_word(rng, reserved)[0] for _ in range(rng.randint(4, 8)))
+    return (word, word + "s", hangul if rng.random() < 0.5 else word, word), values
+
+
+def _nonce_attr(rng: random.Random, reserved: frozenset[str]) -> tuple[str, str, str, str]:
+    word, hangul = nonce_word(rng, reserved)
+    return word, word, hangul if rng.random() < 0.5 else word, word
+
+
 def _children(key: str) -> list[str]:
     return [k for k, e in ENTITIES.items() if key in e[4]]
 
@@ -217,11 +269,25 @@ def _pick_entities(rng: random.Random, n: int) -> list[str]:
     return chosen
 
 
-def synth_database(db_id: int, rng: random.Random) -> Database:
+def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: random.Random | None = None) -> Database:
+    """One schema from ``rng``. With ``nonce`` > 0, ``nrng`` (a second generator, so ``rng`` is drawn
+    exactly as without) swaps that share of entity names, attribute names and category pools for made-up
+    words."""
+    swaps = []  # the swaps made (the domain says "+nonce" when any)
+
+    def swap() -> bool:
+        hit = nonce > 0 and nrng is not None and nrng.random() < nonce
+        if hit:
+            swaps.append(hit)
+        return hit
+
+    reserved = _reserved() if nonce > 0 else frozenset()
     n_tables = rng.choices([1, 2, 3, 4], weights=[2, 4, 3, 2])[0]
     keys = _pick_entities(rng, n_tables)
     naming = Naming(rng.choice(STYLES), rng.random() < 0.6, rng.choice(["id", "entity_id", "entity_id", "entity_no"]))
     variant = {k: rng.choice(ENTITIES[k][0]) for k in keys}
+    made_up = {k: _nonce_entity(nrng, reserved) for k in keys if swap()}
+    variant.update({k: v for k, (v, _) in made_up.items()})
     tables, pk_names = [], {}
     for k in keys:
         word, plural, _, roman = variant[k]
@@ -234,12 +300,17 @@ def synth_database(db_id: int, rng: random.Random) -> Database:
         if labels:
             lw, len_, lko, lrom = rng.choice(labels)
             ident = naming.ident(f"{word} {lw}" if rng.random() < 0.4 else lw, f"{roman}_{lrom}")
-            cols.append(Column(ident, "VARCHAR(100)", "name", lko, len_, values=tuple(label_values)))
+            values = made_up[k][1] if k in made_up and swap() else tuple(label_values)
+            cols.append(Column(ident, "VARCHAR(100)", "name", lko, len_, values=values))
         picked = rng.sample(attr_keys, k=min(len(attr_keys), rng.randint(2, 5)))
         used = {c.name for c in cols}
         for a in picked:
             kind, sqltype, avariants, vals = ATTRS[a]
             aw, aen, ako, arom = rng.choice(avariants)
+            if swap():
+                aw, aen, ako, arom = _nonce_attr(nrng, reserved)
+            if kind == "cat" and swap():
+                vals = tuple(nonce_word(nrng, reserved)[0] for _ in range(len(vals)))
             ident = naming.ident(aw, arom)
             if ident in used:
                 continue
@@ -252,19 +323,24 @@ def synth_database(db_id: int, rng: random.Random) -> Database:
                 fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
                 cols.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
         tables.append(Table(tname, ko, plural, tuple(cols)))
-    return Database(db_id, "+".join(keys), tuple(tables))
+    return Database(db_id, "+".join(keys) + ("+nonce" if swaps else ""), tuple(tables))
 
 
-def synth_databases(n: int, seed: int, first_id: int = 100) -> list[Database]:
-    """``n`` distinct schemas (two draws with the same DDL keep only the first)."""
+def synth_databases(n: int, seed: int, first_id: int = 100, nonce: float = 0.0) -> list[Database]:
+    """``n`` distinct schemas (two draws with the same DDL keep only the first). ``nonce`` > 0 gives the
+    same sequence of schemas, deduplicated the same way, with that share of names made up."""
     from sqlray.training.schemas import database_ddl
 
-    rng = random.Random(seed)
+    rng, nrng = random.Random(seed), random.Random(seed + 7919)
     out, seen = [], set()
     while len(out) < n:
+        state = rng.getstate()
         db = synth_database(first_id + len(out), rng)
         ddl = database_ddl(db)
         if ddl not in seen:
             seen.add(ddl)
+            if nonce > 0:  # the same draws again (rng rewound), this time with made-up names
+                rng.setstate(state)
+                db = synth_database(db.db_id, rng, nonce, nrng)
             out.append(db)
     return out
