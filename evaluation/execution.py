@@ -109,8 +109,12 @@ def _date_like(s: str) -> dt.date | None:
 class _ValuePools:
     """Values per column type: random ones mixed with the gold literals and their neighbours."""
 
-    def __init__(self, rng: random.Random, strings: list[str], numbers: list[float]):
+    def __init__(self, rng: random.Random, strings: list[str], numbers: list[float], skew: bool = False):
         self.rng = rng
+        # skewed databases (drawn only after the first ones left the gold empty): more rows, text from two
+        # values (70/30) and children on two parents, so GROUP BY ... HAVING COUNT(*) > 18 has groups to return
+        self.skew = skew
+        self.few = [f"{rng.choice(['alpha', 'beta', 'gamma', 'delta'])}{i}" for i in range(2)] if skew else []
         dates = [d for d in map(_date_like, strings) if d]
         self.dates = [d + dt.timedelta(days=k) for d in dates for k in (-1, 0, 1)]
         self.texts = [s for s in strings if not _date_like(s)]
@@ -131,6 +135,8 @@ class _ValuePools:
             return d.isoformat()
         if lit and self.text_variants:
             return r.choice(self.text_variants)
+        if self.skew:  # one big group and one smaller: a threshold between them tells HAVINGs apart
+            return self.few[0] if r.random() < 0.7 else self.few[1]
         return r.choice(["alpha", "beta", "gamma", "delta", "omega", "서울", "부산", "kim", "lee", "park"]) + str(r.randrange(50))
 
 
@@ -153,21 +159,23 @@ def parents_first(tables: list[TableSpec]) -> list[TableSpec]:
     return out
 
 
-def _parent_pool(parents: list[dict], literals: set) -> list[dict]:
-    """Children cluster on the first half of the parents (the rest stay childless) and also attach to
-    every parent holding one of the gold's literals, so a join filtered on that literal has rows."""
-    pool = parents[: max(1, len(parents) // 2)]
+def _parent_pool(parents: list[dict], literals: set, skew: bool = False) -> list[dict]:
+    """Children cluster on the first half of the parents (two of them when skewed; the rest stay childless)
+    and also attach to every parent holding one of the gold's literals, so a join filtered on that literal
+    has rows."""
+    pool = parents[: 2 if skew else max(1, len(parents) // 2)]
     return pool + [p for p in parents[len(pool):] if any(v in literals for v in p.values())]
 
 
-def _fk_value(c: ColumnSpec, rows: dict[str, list[dict]], literals: set, used: set, rng: random.Random):
+def _fk_value(c: ColumnSpec, rows: dict[str, list[dict]], literals: set, used: set, rng: random.Random,
+              skew: bool = False):
     """A parent's key for ``c``; for a key that is also the primary key, an unused one (None: none left)."""
     key = c.ref[1] or c.name
     parents = rows[c.ref[0]]
     if c.pk or c.unique:
         free = [p[key] for p in parents if p.get(key) is not None and p[key] not in used]
         return rng.choice(free) if free else None
-    return rng.choice(_parent_pool(parents, literals)).get(key)
+    return rng.choice(_parent_pool(parents, literals, skew)).get(key)
 
 
 def build_rows(tables: list[TableSpec], pools: _ValuePools, rng: random.Random) -> dict[str, list[dict]]:
@@ -175,13 +183,13 @@ def build_rows(tables: list[TableSpec], pools: _ValuePools, rng: random.Random) 
     rows: dict[str, list[dict]] = {}
     literals = set(pools.texts) | set(pools.ints) | {float(i) for i in pools.ints}
     for t in parents_first(tables):
-        n = rng.randint(12, 30)
+        n = rng.randint(40, 80) if pools.skew else rng.randint(12, 30)
         out, seen = [], {c.name: set() for c in t.columns if c.pk or c.unique}
         for i in range(n):
             row = {}
             for c in t.columns:
                 if c.ref and rows.get(c.ref[0]):
-                    v = _fk_value(c, rows, literals, seen.get(c.name, set()), rng)
+                    v = _fk_value(c, rows, literals, seen.get(c.name, set()), rng, pools.skew)
                     if v is None and (c.pk or c.not_null):
                         break  # every parent key is taken: this table has all the rows it can have
                 elif c.pk and c.kind == "int":
@@ -265,15 +273,16 @@ def _is_query(sql: str) -> bool:
 
 
 def _compare_on(k: int, ddl: str, tables, gold: str, pred: str, strings, numbers, seed: int, ordered: bool,
-                timeout_s: float) -> tuple[ExResult | None, bool]:
-    """One test database: (a final verdict or None to go on, whether the gold's result was informative)."""
+                timeout_s: float, n_first: int) -> tuple[ExResult | None, bool]:
+    """One test database: (a final verdict or None to go on, whether the gold's result was informative).
+    Databases from ``n_first`` on are skewed (see _ValuePools)."""
     rng = random.Random(seed + k)
     try:
         conn = open_sandbox(ddl)
     except SandboxError as e:
         return ExResult(None, str(e), "ddl"), False
     try:
-        _fill(conn, build_rows(tables, _ValuePools(rng, strings, numbers), rng))
+        _fill(conn, build_rows(tables, _ValuePools(rng, strings, numbers, skew=k >= n_first), rng))
         g = run_query(conn, gold, timeout_s)
         if not g.ok:
             return ExResult(None, f"gold error: {g.error}", "gold_error"), False
@@ -293,7 +302,9 @@ def execution_match(pred: str, gold: str, ddl: str, n_databases: int = 3,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> ExResult:
     """True when ``pred`` returns the same result as ``gold`` on every test-suite database, and the gold
     returned something (non-empty, non-NULL) on at least one of them: databases are redrawn (seeded, up
-    to EXTRA_DRAWS more) until it does; a gold that stays empty excludes the row ("gold_empty")."""
+    to EXTRA_DRAWS more, skewed: big groups) until it does; a gold that stays empty excludes the row
+    ("gold_empty"). The first ``n_databases`` are drawn as before skewing existed: rows they could judge
+    keep their verdicts."""
     if not pred.strip():
         return ExResult(False, "empty prediction")
     if not _is_query(pred):
@@ -309,7 +320,8 @@ def execution_match(pred: str, gold: str, ddl: str, n_databases: int = 3,
     for k in range(n_databases + EXTRA_DRAWS):
         if k >= n_databases and informative:
             break
-        verdict, info = _compare_on(k, ddl, tables, gold, pred, strings, numbers, seed, ordered, timeout_s)
+        verdict, info = _compare_on(k, ddl, tables, gold, pred, strings, numbers, seed, ordered, timeout_s,
+                                    n_databases)
         if verdict is not None:
             return verdict
         informative |= info
