@@ -92,8 +92,9 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
               "eval": tokenize_split(get_split(dd, d.eval_split, d.source), tokenizer, d.max_length,
                                      "eval").remove_columns(["length"])}
     collate = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, return_tensors="pt")
-    samplers = {k: DistributedSampler(v, num_replicas=world, rank=rank, shuffle=(k == "train"),
-                                      seed=cfg.train.seed, drop_last=(k == "train")) for k, v in splits.items()}
+    splits["eval"] = eval_shard(splits["eval"], rank, world)
+    samplers = {"train": DistributedSampler(splits["train"], num_replicas=world, rank=rank, shuffle=True,
+                                            seed=cfg.train.seed, drop_last=True), "eval": None}
     if d.group_by_length:  # transformers' own sampler: shuffled, then sorted by length within mega-batches
         # Grouped by the global batch, so every world size and accumulation sees the same steps' rows.
         step_rows = cfg.train.micro_batch_size * world * cfg.train.gradient_accumulation_steps
@@ -106,6 +107,20 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
                           collate_fn=collate, drop_last=(k == "train"),
                           generator=torch.Generator().manual_seed(cfg.train.seed))
             for k in splits}, samplers["train"], data_hash
+
+
+def eval_shard(ds, rank: int, world: int):
+    """This rank's validation rows as DistributedSampler deals them: the same count on every rank (ZeRO-3
+    runs each forward on all ranks together), the last round padded with repeated rows, whose labels are
+    masked here so that the loss counts every row exactly once."""
+    n = len(ds)
+    positions = range(rank, -(-n // world) * world, world)
+    shard = ds.select([i % n for i in positions])
+    if positions[-1] < n:
+        return shard
+    pad = [i >= n for i in positions]
+    return shard.map(lambda r, j: {"labels": [-100] * len(r["labels"]) if pad[j] else r["labels"]},
+                     with_indices=True)
 
 
 def _sum_across_ranks(value: float, device) -> float:
@@ -146,8 +161,10 @@ def evaluate_loss(engine, loader) -> float:
     for batch in loader:
         batch = {k: v.to(engine.device) for k, v in batch.items()}
         n = float((batch["labels"][:, 1:] != -100).sum())
-        total += float(engine(**batch).loss) * n
-        tokens += n
+        loss = engine(**batch).loss  # run even on a padding-only batch: ZeRO-3 ranks forward together
+        if n:
+            total += float(loss) * n
+            tokens += n
     engine.train()
     return _mean_across_ranks(total, tokens, engine.device)
 

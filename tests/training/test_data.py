@@ -199,3 +199,17 @@ def test_base_dataset_adds_new_schemas_and_keeps_heldout_splits(data_dir, tmp_pa
             # a new schema may reuse a held-out schema's table: its questions must not come along
             assert {(r["question"], r["answer"]) for r in new}.isdisjoint(
                 {(r["question"], r["answer"]) for r in bundled[split]}), split
+
+
+def test_eval_shards_have_equal_lengths_and_count_every_row_once():
+    """DistributedSampler pads the last round with repeated rows: their loss must not count twice."""
+    from datasets import Dataset
+
+    from sqlray.training.train import eval_shard
+
+    ds = Dataset.from_dict({"input_ids": [[i] for i in range(5)], "labels": [[i, i] for i in range(5)]})
+    shards = [eval_shard(ds, r, 2) for r in range(2)]
+    assert [len(s) for s in shards] == [3, 3]  # ZeRO-3: every rank runs the same forwards
+    counted = [s["input_ids"][j][0] for s in shards for j in range(3) if s["labels"][j][0] != -100]
+    assert sorted(counted) == [0, 1, 2, 3, 4]
+    assert eval_shard(ds.select(range(4)), 1, 2)["labels"] == [[1, 1], [3, 3]]
