@@ -86,7 +86,7 @@ def add_commands(sub) -> None:
     d.add_argument("--data", default="data/text2sql", help="clean: the dataset to clean; base: the bundled set")
     d.add_argument("--schemas", type=int, default=2400, help="base: new synthetic schemas beyond the bundled ones")
     d.add_argument("--nonce", type=float, default=None,
-                   help="base: share of the new schemas' names made up (default 0.3; 0 for real words only)")
+                   help="base: share of the new schemas' names made up (default 0: real words only; 0.3 was tried)")
     d.add_argument("--split", default="train", help="clean: the split to clean")
     d.add_argument("--judge-model", default="gpt-4-turbo-preview")
     d.add_argument("--judge-base-url", help="OpenAI-compatible base URL; OPENAI_BASE_URL otherwise")
