@@ -111,8 +111,8 @@ class _ValuePools:
 
     def __init__(self, rng: random.Random, strings: list[str], numbers: list[float], skew: bool = False):
         self.rng = rng
-        # skewed databases (drawn only after the first ones left the gold empty): more rows, text from two
-        # values (70/30) and children on two parents, so GROUP BY ... HAVING COUNT(*) > 18 has groups to return
+        # skewed databases (every other draw after the first ones left the gold empty): more rows, non-literal
+        # text from two values (70/30), children on two parents: GROUP BY ... HAVING COUNT(*) > 18 has groups
         self.skew = skew
         self.few = [f"{rng.choice(['alpha', 'beta', 'gamma', 'delta'])}{i}" for i in range(2)] if skew else []
         dates = [d for d in map(_date_like, strings) if d]
@@ -275,14 +275,15 @@ def _is_query(sql: str) -> bool:
 def _compare_on(k: int, ddl: str, tables, gold: str, pred: str, strings, numbers, seed: int, ordered: bool,
                 timeout_s: float, n_first: int) -> tuple[ExResult | None, bool]:
     """One test database: (a final verdict or None to go on, whether the gold's result was informative).
-    Databases from ``n_first`` on are skewed (see _ValuePools)."""
+    Every other database from ``n_first`` on is skewed (see _ValuePools)."""
     rng = random.Random(seed + k)
     try:
         conn = open_sandbox(ddl)
     except SandboxError as e:
         return ExResult(None, str(e), "ddl"), False
     try:
-        _fill(conn, build_rows(tables, _ValuePools(rng, strings, numbers, skew=k >= n_first), rng))
+        skew = k >= n_first and (k - n_first) % 2 == 1  # extra draws alternate: as before, skewed, ...
+        _fill(conn, build_rows(tables, _ValuePools(rng, strings, numbers, skew=skew), rng))
         g = run_query(conn, gold, timeout_s)
         if not g.ok:
             return ExResult(None, f"gold error: {g.error}", "gold_error"), False
@@ -302,9 +303,9 @@ def execution_match(pred: str, gold: str, ddl: str, n_databases: int = 3,
                     timeout_s: float = DEFAULT_TIMEOUT_S) -> ExResult:
     """True when ``pred`` returns the same result as ``gold`` on every test-suite database, and the gold
     returned something (non-empty, non-NULL) on at least one of them: databases are redrawn (seeded, up
-    to EXTRA_DRAWS more, skewed: big groups) until it does; a gold that stays empty excludes the row
-    ("gold_empty"). The first ``n_databases`` are drawn as before skewing existed: rows they could judge
-    keep their verdicts."""
+    to EXTRA_DRAWS more, every other one skewed: big groups) until it does; a gold that stays empty excludes
+    the row ("gold_empty"). The first ``n_databases`` + 1 are drawn as before skewing existed: rows they
+    could judge keep their verdicts."""
     if not pred.strip():
         return ExResult(False, "empty prediction")
     if not _is_query(pred):

@@ -6,8 +6,8 @@ prefixes, romanised Korean) and, for entities and attributes, one of their synon
 across schemas; their combinations, spellings and the tables they sit in do not, so which identifier
 answers a question can only be read from the DDL.
 
-With ``nonce`` > 0 (the base model's extra schemas), some entities, attributes and category values get
-made-up words instead (``valoren``, Korean ``바로렌`` or the Latin word itself): names no other schema
+With ``nonce`` > 0 (the base model's extra schemas, on request), some entities, attributes and category
+values get made-up words instead (``tuteol``, Korean ``투털`` or the Latin word itself): names no other schema
 repeats, so the only way to answer is to copy the word the question and the DDL share, which is what an
 unseen database such as the held-out game one (players, matches, mode) asks for.
 """
@@ -229,7 +229,7 @@ def _reserved() -> frozenset[str]:
 
 
 def nonce_word(rng: random.Random, reserved: frozenset[str] = frozenset()) -> tuple[str, str]:
-    """A pronounceable made-up word of 2-3 syllables and its Hangul spelling: ('valoren', '바로렌')."""
+    """A pronounceable made-up word of 2-3 syllables and its Hangul spelling: ('tuteol', '투털')."""
     while True:
         latin, hangul = "", ""
         for i in range(rng.choice((2, 2, 3))):
@@ -273,12 +273,14 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
     """One schema from ``rng``. With ``nonce`` > 0, ``nrng`` (a second generator, so ``rng`` is drawn
     exactly as without) swaps that share of entity names, attribute names and category pools for made-up
     words."""
-    swaps = []  # the swaps made (the domain says "+nonce" when any)
+    if nonce > 0 and nrng is None:
+        raise ValueError("synth_database: nonce > 0 needs nrng, the generator of the made-up names")
+    swapped = False  # any swap made: the domain then says "+nonce"
 
     def swap() -> bool:
-        hit = nonce > 0 and nrng is not None and nrng.random() < nonce
-        if hit:
-            swaps.append(hit)
+        nonlocal swapped
+        hit = nonce > 0 and nrng.random() < nonce
+        swapped |= hit
         return hit
 
     reserved = _reserved() if nonce > 0 else frozenset()
@@ -309,8 +311,8 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
             aw, aen, ako, arom = rng.choice(avariants)
             if swap():
                 aw, aen, ako, arom = _nonce_attr(nrng, reserved)
-            if kind == "cat" and swap():
-                vals = tuple(nonce_word(nrng, reserved)[0] for _ in range(len(vals)))
+            if kind == "cat" and swap():  # made-up values are longer than VARCHAR(5)'s grades
+                vals, sqltype = tuple(nonce_word(nrng, reserved)[0] for _ in range(len(vals))), "VARCHAR(30)"
             ident = naming.ident(aw, arom)
             if ident in used:
                 continue
@@ -323,7 +325,7 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
                 fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
                 cols.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
         tables.append(Table(tname, ko, plural, tuple(cols)))
-    return Database(db_id, "+".join(keys) + ("+nonce" if swaps else ""), tuple(tables))
+    return Database(db_id, "+".join(keys) + ("+nonce" if swapped else ""), tuple(tables))
 
 
 def synth_databases(n: int, seed: int, first_id: int = 100, nonce: float = 0.0) -> list[Database]:

@@ -116,7 +116,7 @@ def eval_shard(ds, rank: int, world: int):
     n = len(ds)
     positions = range(rank, -(-n // world) * world, world)
     shard = ds.select([i % n for i in positions])
-    if positions[-1] < n:
+    if n % world == 0:  # nothing padded (an empty split too)
         return shard
     pad = [i >= n for i in positions]
     return shard.map(lambda r, j: {"labels": [-100] * len(r["labels"]) if pad[j] else r["labels"]},
