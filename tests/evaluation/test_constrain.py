@@ -67,6 +67,24 @@ def test_grammar_accepts_this_schemas_sql_and_refuses_other_names(cache, tok, sq
     assert (foreign_words(sql, DDL) == []) is ok
 
 
+@pytest.mark.parametrize("sql, ok", [
+    ("SELECT t_clients FROM t_clients;", False),     # a table where a column stands
+    ("SELECT city FROM city;", False),               # a column where a table stands
+    ("SELECT witH FROM t_clients;", False),          # a keyword in mixed case, where a column stands
+    ("SELECT city WHERE amount > 1 FROM t_orders;", False),  # clauses out of order
+    ("SELECT COUNT(*);", False),                     # no FROM
+    ("SELECT city FROM t_clients JOIN JOIN t_orders;", False),
+    ("SELECT city\n  FROM t_clients\n  WHERE city IS NOT NULL\n  ORDER BY city ASC LIMIT 1 OFFSET 1;", True),
+    ("SELECT city FROM t_clients WHERE client_no IN (SELECT client_no FROM t_orders) UNION SELECT city FROM "
+     "t_clients;", True),
+    ("SELECT city FROM t_clients WHERE city =                   'x';", False),  # whitespace runs are bounded
+])
+def test_grammar_knows_the_clause_structure(cache, tok, sql, ok):
+    """Names only where names stand: a table after FROM / JOIN, a column where an expression stands,
+    keywords in their clauses and in order (the lexical check, ``foreign_words``, cannot tell)."""
+    assert _accepts(cache, tok, DDL, sql) is ok
+
+
 PLAYERS = "CREATE TABLE players (id INT PRIMARY KEY, name VARCHAR(50), level INT);"
 
 
@@ -106,7 +124,14 @@ def test_literals_must_copy_the_question(cache, tok, sql, ok):
     assert _accepts(cache, tok, DDL, sql, question) is ok
 
 
-def test_constrained_generation_names_only_the_ddl(parrot):
+def _prefix_follows(cache, ddl: str, text: str) -> bool:
+    """``text`` is a prefix of some SQL its grammar accepts (generation may stop at its token limit)."""
+    import xgrammar as xgr
+
+    return xgr.GrammarMatcher(cache.compile(sql_grammar(ddl))).accept_string(text)
+
+
+def test_constrained_generation_names_only_the_ddl(parrot, cache):
     from sqlray.evaluation.generate import generate_sql
 
     model, tok = parrot
@@ -114,21 +139,32 @@ def test_constrained_generation_names_only_the_ddl(parrot):
     free = generate_sql(model, tok, rows, max_new_tokens=12, batch_size=2)
     bound = generate_sql(model, tok, rows, max_new_tokens=12, batch_size=2, constrain=True)
     assert [f["raw"] for f in free] == ["customers" * 12] * 2
-    # "customers" is refused, and so is "name" right after "name" (two words touching): name, newline, ...
-    assert [b["raw"] for b in bound] == ["name\n" * 6] * 2
+    # "customers" is refused; the SQL starts as a SELECT must and the parrot's other favourite, the players
+    # table's column "name", is where the grammar lets a column stand.
+    for b in bound:
+        assert b["raw"].startswith("SELECT") and "customers" not in b["raw"], b["raw"]
+        assert "name" in b["raw"].split("FROM")[0] and foreign_words(b["raw"], PLAYERS) == []
+        assert _prefix_follows(cache, PLAYERS, b["raw"]), b["raw"]
 
 
-def test_grammar_applies_per_row_in_a_mixed_batch(parrot):
-    """One generate(): a constrained row that ends at once (stop string) beside a free row that runs to its
-    token limit; the finished row's padding must not trip its grammar."""
+def test_grammar_applies_per_row_in_a_mixed_batch(parrot, cache):
+    """One generate() with rows on two schemas beside a free row: each constrained row follows its own
+    grammar, and a row that ends early (stop string) must not have its padding trip its grammar."""
     from sqlray.evaluation.generate import generate_batch
     from sqlray.text2sql import make_prompt
 
     model, tok = parrot
-    prompts = [make_prompt(PLAYERS, "How many players?")] * 2 + [make_prompt(DDL, "How many clients?")]
-    texts, counts = generate_batch(model, tok, prompts, 12, [sql_grammar(PLAYERS), None, sql_grammar(DDL)])
-    assert texts[0] == "name\n" * 6 and texts[1] == "customers" * 12
-    assert texts[2].strip() == "" and counts[2] < 12  # its DDL has no "name" column: it ends at once
+    prompts = [make_prompt(PLAYERS, "How many players?")] * 3 + [make_prompt(DDL, "How many clients?")]
+    # The third row's grammar refuses both of the parrot's favourites, leaving the newline: with the prompt's
+    # last newline it makes the stop string "\n\n", so that row ends after one token and pads while others go on.
+    newlines = 'root ::= ("\\n" | "level")*'
+    alone, _ = generate_batch(model, tok, prompts[:1], 12, [sql_grammar(PLAYERS)])
+    texts, counts = generate_batch(model, tok, prompts, 12, [sql_grammar(PLAYERS), None, newlines, sql_grammar(DDL)])
+    assert texts[0] == alone[0] and texts[1] == "customers" * 12 and counts[1] == 12
+    assert texts[2] == "\n" and counts[2] == 1, (texts[2], counts[2])
+    texts[2] = texts.pop()
+    assert _prefix_follows(cache, PLAYERS, texts[0]) and _prefix_follows(cache, DDL, texts[2]), texts
+    assert "name" not in texts[2].replace("clientName", "") and not _prefix_follows(cache, PLAYERS, texts[2])
 
 
 def test_hostile_ddl_and_questions_always_give_a_grammar_that_compiles(cache):
