@@ -105,70 +105,101 @@ def _alts(names: list[str]) -> str:
     return " | ".join(_lit(n) for n in names) or '"_"'
 
 
-# SQLite's SELECT (https://sqlite.org/lang_select.html) as one EBNF, minus WITH, windows and VALUES: clause
-# order is fixed, a table name stands only after FROM / JOIN, a column only where an expression does. The
-# words K_X are keywords (``_words``); ws is one space or a newline and up to 8 spaces of indentation (a model
-# cannot spend its tokens on whitespace).
-_STRUCTURE = """root ::= query (sp ";")? sp
-query ::= select (ws compound ws select)* order? limit?
+# SQLite's SELECT (https://sqlite.org/lang_select.html) as EBNF, minus WITH, windows and VALUES: clause order
+# is fixed, a table name stands only after FROM / JOIN, a column only where an expression does. K_X are
+# keywords (``_words``); ws is one space or a newline and up to 8 spaces of indentation (a model cannot spend
+# its tokens on whitespace). ``_SELECT`` is instantiated once for any column (suffix "") and once per table
+# (suffix _t0, _t1, ...): a SELECT over one table names only that table's columns, unless qualified by an
+# alias; joins, comma lists and FROM subqueries take the suffix-less copy.
+_TOP = """root ::= query (sp ";")? sp
+query ::= single | part (ws compound ws part)+ order? limit? | core order? limit?
 compound ::= K_UNION (ws K_ALL)? | K_INTERSECT | K_EXCEPT
-select ::= K_SELECT (ws (K_DISTINCT | K_ALL))? ws results ws K_FROM ws source where? group?
-where ::= ws K_WHERE ws expr
-group ::= ws K_GROUP ws K_BY ws exprs (ws K_HAVING ws expr)?
-order ::= ws K_ORDER ws K_BY ws term (sp "," sp term)*
-term ::= expr (ws (K_ASC | K_DESC))?
 limit ::= ws K_LIMIT ws number ((ws K_OFFSET ws | sp "," sp) number)?
-results ::= result (sp "," sp result)*
-result ::= "*" | qual "." "*" | expr (ws (K_AS ws)? alias)?
-source ::= item join* | item (sp "," sp item)+
 item ::= (table | "(" sp query sp ")") (ws (K_AS ws)? alias)?
 join ::= ws (jointype ws)? K_JOIN ws item (ws K_ON ws expr | ws K_USING sp "(" sp name (sp "," sp name)* sp ")")?
 jointype ::= K_NATURAL | (K_NATURAL ws)? (K_INNER | K_CROSS | (K_LEFT | K_RIGHT | K_FULL) (ws K_OUTER)?)
-exprs ::= expr (sp "," sp expr)*
-expr ::= operand tail*
-operand ::= (K_NOT ws | "-" sp)* primary
-tail ::= sp op sp operand | ws (K_AND | K_OR) ws operand | ws (K_NOT ws)? (K_LIKE | K_GLOB) ws operand \
-| ws (K_NOT ws)? K_BETWEEN ws operand ws K_AND ws operand | ws (K_NOT ws)? K_IN sp "(" sp (query | exprs) sp ")" \
-| ws K_IS (ws K_NOT)? ws operand | ws K_COLLATE ws K_NOCASE
 op ::= "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "-" | "*" | "/" | "%" | "||"
-primary ::= column | number | string | K_NULL | K_TRUE | K_FALSE | K_CURRENT_DATE | K_CURRENT_TIME \
-| K_CURRENT_TIMESTAMP | "(" sp query sp ")" | "(" sp exprs sp ")" | K_EXISTS sp "(" sp query sp ")" | call | case \
-| K_CAST sp "(" sp expr ws K_AS ws (K_INTEGER | K_REAL | K_TEXT | K_NUMERIC) sp ")"
-call ::= aggregate sp "(" sp ("*" | (K_DISTINCT ws)? exprs) sp ")" | function sp "(" sp exprs? sp ")"
-case ::= K_CASE (ws expr)? (ws K_WHEN ws expr ws K_THEN ws expr)+ (ws K_ELSE ws expr)? ws K_END
-column ::= (qual ".")? name
+column ::= tcolumn | (alias ".")? name
 qual ::= table | alias
 quoted ::= "\\"" qname "\\"" | "`" qname "`" | "[" qname "]"
 alias ::= [A-Za-z] [0-9]?
 ws ::= " " | "\\n" [ \\t]{0,8}
 sp ::= ws?"""
+_SELECT = """core{S} ::= K_SELECT (ws (K_DISTINCT | K_ALL))? ws results{S} ws K_FROM ws source{S} \
+(ws K_WHERE ws expr{S})? (ws K_GROUP ws K_BY ws exprs{S} (ws K_HAVING ws expr{S})?)?
+order{S} ::= ws K_ORDER ws K_BY ws term{S} (sp "," sp term{S})*
+term{S} ::= expr{S} (ws (K_ASC | K_DESC))?
+results{S} ::= result{S} (sp "," sp result{S})*
+result{S} ::= "*" | qual "." "*" | expr{S} (ws (K_AS ws)? alias)?
+exprs{S} ::= expr{S} (sp "," sp expr{S})*
+expr{S} ::= operand{S} tail{S}*
+operand{S} ::= (K_NOT ws | "-" sp)* primary{S}
+tail{S} ::= sp op sp operand{S} | ws (K_AND | K_OR) ws operand{S} | ws (K_NOT ws)? (K_LIKE | K_GLOB) ws operand{S} \
+| ws (K_NOT ws)? K_BETWEEN ws operand{S} ws K_AND ws operand{S} \
+| ws (K_NOT ws)? K_IN sp "(" sp (query | exprs{S}) sp ")" | ws K_IS (ws K_NOT)? ws operand{S} | ws K_COLLATE ws K_NOCASE
+primary{S} ::= column{S} | number | string | K_NULL | K_TRUE | K_FALSE | K_CURRENT_DATE | K_CURRENT_TIME \
+| K_CURRENT_TIMESTAMP | "(" sp query sp ")" | "(" sp exprs{S} sp ")" | K_EXISTS sp "(" sp query sp ")" | call{S} \
+| case{S} | K_CAST sp "(" sp expr{S} ws K_AS ws (K_INTEGER | K_REAL | K_TEXT | K_NUMERIC) sp ")"
+call{S} ::= aggregate sp "(" sp ("*" | (K_DISTINCT ws)? exprs{S}) sp ")" | function sp "(" sp exprs{S}? sp ")"
+case{S} ::= K_CASE (ws expr{S})? (ws K_WHEN ws expr{S} ws K_THEN ws expr{S})+ (ws K_ELSE ws expr{S})? ws K_END"""
 AGGREGATES = ["COUNT", "SUM", "AVG", "MIN", "MAX", "TOTAL", "GROUP_CONCAT"]
 FUNCTIONS = ["ROUND", "ABS", "LENGTH", "LOWER", "UPPER", "SUBSTR", "TRIM", "COALESCE", "IFNULL", "NULLIF", "IIF",
              "DATE", "TIME", "DATETIME", "STRFTIME", "JULIANDAY", "INSTR", "REPLACE", "MIN", "MAX"]
+MAX_TABLE_GRAMMARS = 16  # more tables than this: one-table SELECTs may name any column (grammar size)
+
+
+def table_columns(ddl: str) -> dict[str, list[str]]:
+    """Each CREATE TABLE's column names, from its own statement (up to the next CREATE TABLE)."""
+    found = list(_TABLE_NAME.finditer(ddl))
+    return {m.group(1): list({c.group(1): None for c in _DEF_NAME.finditer(ddl, m.end(), nxt)
+                              if c.group(1).upper() not in _TABLE_CONSTRAINTS})
+            for m, nxt in zip(found, [f.start() for f in found[1:]] + [len(ddl)])}
+
+
+def _per_table(tables: dict[str, list[str]]) -> list[str]:
+    """The rules that bind a one-table SELECT to its table's columns, and the top-level alternatives."""
+    rules, single, parts, tcols = [], [], [], []
+    for i, (t, cols) in enumerate(tables.items()):
+        s = f"_t{i}"
+        rules += [_SELECT.replace("{S}", s), f"source{s} ::= {_lit(t)} (ws (K_AS ws)? alias)?",
+                  f"column{s} ::= (({_lit(t)} | alias) \".\")? name{s}", f"name{s} ::= {_alts(cols)} | quoted"]
+        single.append(f"core{s} order{s}? limit?")
+        parts.append(f"core{s}")
+        tcols.append(f"{_lit(t)} \".\" name{s}")
+    return [*rules, "single ::= " + " | ".join(single), "part ::= core | " + " | ".join(parts),
+            "tcolumn ::= " + " | ".join(tcols),
+            "source ::= item join+ | item (sp \",\" sp item)+ | \"(\" sp query sp \")\" (ws (K_AS ws)? alias)?"]
 
 
 def sql_grammar(ddl: str, question: str | None = None) -> str:
-    """The EBNF of a SELECT over ``ddl``'s tables and columns (``_STRUCTURE``). With ``question``, string and
-    number literals must also copy it (``question_values``), as every literal of the training data does."""
+    """The EBNF of a SELECT over ``ddl``'s tables and columns (``_TOP``, ``_SELECT``). With ``question``,
+    string and number literals must also copy it (``question_values``), as every literal of the training
+    data does."""
     bare, quotable = schema_names(ddl)
-    tables = [t for t in schema_tables(ddl) if t in bare] or bare  # no CREATE TABLE found: any name
-    defined = {m.group(1) for m in _DEF_NAME.finditer(ddl)}
+    tables = {t: [c for c in cols if c in bare] for t, cols in table_columns(ddl).items() if t in bare}
+    defined = {c for cols in tables.values() for c in cols}
     columns = [n for n in bare if n not in tables or n in defined] or bare
+    if tables and len(tables) <= MAX_TABLE_GRAMMARS:
+        shape = _per_table(tables)
+    else:  # no CREATE TABLE found (any name is a table) or too many: one-table SELECTs take any column
+        shape = ["single ::= core order? limit?", "part ::= core", "tcolumn ::= qual \".\" name",
+                 "source ::= item join* | item (sp \",\" sp item)+"]
     if question is None:
         text, number = "[^'\\n]*", "[0-9]+ (\".\" [0-9]+)?"
     else:
         strings, numbers = question_values(question)
         text = "(" + " | ".join(_lit(s) for s in strings) + ")?"
         number = " | ".join(_lit(n) for n in numbers)
-    keywords = sorted(set(re.findall(r"K_(\w+)", _STRUCTURE)))
+    body = "\n".join([_TOP, _SELECT.replace("{S}", ""), *shape]).replace("\\\n", " ")
+    keywords = set(re.findall(r"K_(\w+)", body)) | set(AGGREGATES) | set(FUNCTIONS)
     return "\n".join([
-        _STRUCTURE.replace("\\\n", " "),
-        "table ::= " + _alts(tables) + " | quoted",
+        body,
+        "table ::= " + _alts(list(tables) or bare) + " | quoted",
         "name ::= " + _alts(columns) + " | quoted",
         "qname ::= " + _alts(quotable),
         "aggregate ::= " + " | ".join(f"K_{k}" for k in AGGREGATES),
         "function ::= " + " | ".join(f"K_{k}" for k in FUNCTIONS),
-        *(f"K_{k} ::= {_words(k)}" for k in sorted(set(keywords) | set(AGGREGATES) | set(FUNCTIONS))),
+        *(f"K_{k} ::= {_words(k)}" for k in sorted(keywords)),
         f"string ::= \"'\" \"%\"? {text} \"%\"? \"'\"",
         f"number ::= {number}",
     ])

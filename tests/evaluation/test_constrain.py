@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sqlray.evaluation.constrain import foreign_words, schema_names, sql_grammar
+from sqlray.evaluation.constrain import foreign_words, schema_names, sql_grammar, table_columns
 from sqlray.evaluation.grammar_decoding import GrammarCache
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "text2sql"
@@ -40,6 +40,8 @@ def _accepts(cache, tok, ddl: str, sql: str, question: str | None = None) -> boo
 def test_schema_names_are_the_ddls_tables_and_columns():
     names = ["t_clients", "client_no", "clientName", "city", "t_orders", "order_no", "amount"]
     assert schema_names(DDL) == (names, names)
+    assert table_columns(DDL) == {"t_clients": ["client_no", "clientName", "city"],
+                                  "t_orders": ["order_no", "client_no", "amount"]}  # FOREIGN KEY is no column
     # Keywords where a name stands are names; quoted names keep their spaces (and must be quoted in SQL).
     odd = 'CREATE TABLE logs (\n  id INT,\n  date DATE,\n  `key` TEXT,\n  "unit price" REAL\n);'
     bare, quoted = schema_names(odd)
@@ -78,6 +80,11 @@ def test_grammar_accepts_this_schemas_sql_and_refuses_other_names(cache, tok, sq
     ("SELECT city FROM t_clients WHERE client_no IN (SELECT client_no FROM t_orders) UNION SELECT city FROM "
      "t_clients;", True),
     ("SELECT city FROM t_clients WHERE city =                   'x';", False),  # whitespace runs are bounded
+    ("SELECT amount FROM t_clients;", False),        # one table: only its own columns (amount is t_orders')
+    ("SELECT city FROM t_clients ORDER BY amount;", False),
+    ("SELECT t_orders.city FROM t_orders o JOIN t_clients c ON o.client_no = c.client_no;", False),
+    ("SELECT city, amount FROM t_clients JOIN t_orders USING (client_no);", True),  # a join: either table's
+    ("SELECT amount FROM t_orders WHERE client_no IN (SELECT client_no FROM t_clients WHERE city = 'x');", True),
 ])
 def test_grammar_knows_the_clause_structure(cache, tok, sql, ok):
     """Names only where names stand: a table after FROM / JOIN, a column where an expression stands,
@@ -102,7 +109,7 @@ ODD = 'CREATE TABLE logs (\n  id INT,\n  date DATE,\n  `key` TEXT,\n  "unit pric
     ("SELECT T1.date, Count(*) FROM logs AS T1 GROUP BY T1.date;", True),  # Spider's aliases, any-case keywords
     ('SELECT "unit price" FROM logs WHERE `key` = \'a b\';', True),       # quoted names, spaces kept
     ("SELECT id FROM logs WHERE date > DATE('now', 'start of month');", True),  # SQLite's date strings
-    ("SELECT id FROM logs WHERE price > 1000;", True),                     # 1,000 in the question
+    ('SELECT id FROM logs WHERE "unit price" > 1000;', True),              # 1,000 in the question
     ("SELECT id FROM logs WHERE amount > 1000;", False),
     ("SELECT id FROM logs WHERE date > DATE('yesterday');", False),
 ])
@@ -187,3 +194,21 @@ def test_hostile_ddl_and_questions_always_give_a_grammar_that_compiles(cache):
         grammar = sql_grammar(ddl, question)
         cache.compile(grammar)
         assert len(grammar) < 400_000 and time.perf_counter() - t < 5, (len(grammar), time.perf_counter() - t)
+
+
+def test_many_tables_fall_back_to_any_column_and_stay_cheap(cache, tok):
+    """Up to MAX_TABLE_GRAMMARS tables each get their own SELECT rules; beyond, a one-table SELECT may name
+    any column, so the grammar (compiled while other requests wait) does not grow with tables x columns."""
+    import time
+
+    from sqlray.evaluation.constrain import MAX_TABLE_GRAMMARS
+
+    def ddl(n: int) -> str:
+        return "\n".join(f"CREATE TABLE t{i} (" + ", ".join(f"c{i}_{j} INT" for j in range(120)) + ");"
+                         for i in range(n))
+
+    for n, bound in [(MAX_TABLE_GRAMMARS, True), (MAX_TABLE_GRAMMARS + 1, False)]:
+        t = time.perf_counter()
+        assert _accepts(cache, tok, ddl(n), "SELECT c1_5 FROM t0;") is not bound  # c1_5 is t1's
+        assert _accepts(cache, tok, ddl(n), "SELECT c0_5 FROM t0 WHERE c0_7 > 1;")
+        assert time.perf_counter() - t < 10, (n, time.perf_counter() - t)
