@@ -85,7 +85,7 @@ def question_values(question: str, max_words: int = 3) -> tuple[list[str], list[
         if len(spans) >= MAX_SPANS:
             break
     # Only printable text: a control character (or U+2028) would end the grammar's string literal.
-    strings = [s for s in spans if "'" not in s and s.isprintable()][:MAX_SPANS] + SQL_STRINGS
+    strings = [s for s in spans if "'" not in s and s.isprintable()][:MAX_SPANS]
     numbers = {n.replace(",", "") for n in _NUMBER.findall(question)} | {"0", "1"}
     return sorted(set(strings)), sorted(numbers)
 
@@ -140,7 +140,8 @@ tail{S} ::= sp op sp operand{S} | ws (K_AND | K_OR) ws operand{S} | ws (K_NOT ws
 primary{S} ::= column{S} | number | string | K_NULL | K_TRUE | K_FALSE | K_CURRENT_DATE | K_CURRENT_TIME \
 | K_CURRENT_TIMESTAMP | "(" sp query sp ")" | "(" sp exprs{S} sp ")" | K_EXISTS sp "(" sp query sp ")" | call{S} \
 | case{S} | K_CAST sp "(" sp expr{S} ws K_AS ws (K_INTEGER | K_REAL | K_TEXT | K_NUMERIC) sp ")"
-call{S} ::= aggregate sp "(" sp ("*" | (K_DISTINCT ws)? exprs{S}) sp ")" | function sp "(" sp exprs{S}? sp ")"
+call{S} ::= aggregate sp "(" sp ("*" | (K_DISTINCT ws)? exprs{S}) sp ")" \
+| function sp "(" sp ((expr{S} | date_string) (sp "," sp (expr{S} | date_string))*)? sp ")"
 case{S} ::= K_CASE (ws expr{S})? (ws K_WHEN ws expr{S} ws K_THEN ws expr{S})+ (ws K_ELSE ws expr{S})? ws K_END"""
 AGGREGATES = ["COUNT", "SUM", "AVG", "MIN", "MAX", "TOTAL", "GROUP_CONCAT"]
 FUNCTIONS = ["ROUND", "ABS", "LENGTH", "LOWER", "UPPER", "SUBSTR", "TRIM", "COALESCE", "IFNULL", "NULLIF", "IIF",
@@ -190,7 +191,7 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
         strings, numbers = question_values(question)
         text = "(" + " | ".join(_lit(s) for s in strings) + ")?"
         number = " | ".join(_lit(n) for n in numbers)
-    body = "\n".join([_TOP, _SELECT.replace("{S}", ""), *shape]).replace("\\\n", " ")
+    body = "\n".join([_TOP, _SELECT.replace("{S}", ""), *shape])
     keywords = set(re.findall(r"K_(\w+)", body)) | set(AGGREGATES) | set(FUNCTIONS)
     return "\n".join([
         body,
@@ -201,6 +202,7 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
         "function ::= " + " | ".join(f"K_{k}" for k in FUNCTIONS),
         *(f"K_{k} ::= {_words(k)}" for k in sorted(keywords)),
         f"string ::= \"'\" \"%\"? {text} \"%\"? \"'\"",
+        "date_string ::= \"'\" (" + _alts(SQL_STRINGS) + ") \"'\"",  # only as a function's argument
         f"number ::= {number}",
     ])
 

@@ -112,6 +112,7 @@ ODD = 'CREATE TABLE logs (\n  id INT,\n  date DATE,\n  `key` TEXT,\n  "unit pric
     ('SELECT id FROM logs WHERE "unit price" > 1000;', True),              # 1,000 in the question
     ("SELECT id FROM logs WHERE amount > 1000;", False),
     ("SELECT id FROM logs WHERE date > DATE('yesterday');", False),
+    ("SELECT id FROM logs WHERE `key` = 'now';", False),  # date strings only as a function's argument
 ])
 def test_grammar_takes_real_world_sql(cache, tok, sql, ok):
     assert _accepts(cache, tok, ODD, sql, "Logs with key 'a b' and a unit price over 1,000 this month?") is ok
