@@ -7,7 +7,7 @@ request (xgrammar's dialect, which vLLM's structured outputs also take): SQLite'
 order, a table name only after FROM / JOIN and a column only where an expression stands, each from the DDL;
 keywords in upper, lower or title case; string and number literals copy the question. A lexical grammar
 (any keyword or name anywhere) let the 1M model write ``SELECT witH FROM witH`` on the unseen game database;
-the clause structure lifted unseen-schema EX from 0.860 to 0.883 on the demo's model (README). Not covered:
+the structure lifted unseen-schema EX from 0.860 to 0.893 on the demo's model (README). Not covered:
 WITH, window functions, VALUES. The engines apply it in ``evaluation.grammar_decoding`` (transformers) and
 ``serving.vllm_engine`` (vLLM).
 """
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import re
 
-# Words a SQL answer may use besides the schema's names: the clauses, operators and functions of
-# SQLite's SELECT (https://sqlite.org/lang_select.html), matched in any case.
+# Words a SQL answer may use besides the schema's names, for the lexical check ``foreign_words``: the
+# clauses, operators and functions of SQLite's SELECT (https://sqlite.org/lang_select.html), any case.
 SQL_WORDS = """SELECT FROM WHERE GROUP BY HAVING ORDER ASC DESC LIMIT OFFSET DISTINCT ALL AS ON JOIN INNER LEFT
 RIGHT FULL OUTER CROSS NATURAL USING UNION INTERSECT EXCEPT AND OR NOT IN IS NULL LIKE GLOB BETWEEN EXISTS CASE
 WHEN THEN ELSE END CAST WITH RECURSIVE COUNT SUM AVG MIN MAX TOTAL ROUND ABS LENGTH LOWER UPPER SUBSTR TRIM
@@ -36,6 +36,11 @@ _QUOTED_NAME = re.compile(r'"([^"\n]+)"|`([^`\n]+)`|\[([^\]\n]+)\]')
 # A column definition's name: first word after "(" or "," (quotes allowed), then a type or constraint.
 _DEF_NAME = re.compile(r'(?:\(|,)\s*["`\[]?([^\W\d]\w*)["`\]]?\s+[A-Za-z]', re.UNICODE)
 _TABLE_NAME = re.compile(r'TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`\[]?([^\W\d]\w*)', re.UNICODE | re.IGNORECASE)
+# The same two, whole: a quoted name keeps its spaces ("unit price", [order items]).
+_ANY_NAME = r'(?:"([^"\n]+)"|`([^`\n]+)`|\[([^\]\n]+)\]|([^\W\d]\w*))'
+_COLUMN_DEF = re.compile(r'(?:\(|,)\s*' + _ANY_NAME + r'\s+[A-Za-z]', re.UNICODE)
+_TABLE_DEF = re.compile(r'TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?' + _ANY_NAME, re.UNICODE | re.IGNORECASE)
+_COMMENT = re.compile(r"--[^\n]*|/\*.*?(?:\*/|$)", re.S)  # SQL comments in a DDL name nothing
 _QUOTED = re.compile(r"'([^'\n]+)'|\"([^\"\n]+)\"")
 _HANGUL = re.compile("[\uac00-\ud7a3]")
 _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
@@ -47,6 +52,7 @@ def schema_names(ddl: str) -> tuple[list[str], list[str]]:
     """(bare names, quoted names) the DDL defines, in first-seen order. Bare: its words minus DDL syntax,
     plus words in a name's place even if they spell a keyword (a column ``date``); quoted: names in
     quotes, backticks or brackets, spaces allowed, which the SQL must quote too."""
+    ddl = _COMMENT.sub(" ", ddl)
     positional = {m.group(1) for rx in (_DEF_NAME, _TABLE_NAME) for m in rx.finditer(ddl)
                   if m.group(1).upper() not in _TABLE_CONSTRAINTS or ddl[m.start(1) - 1] in '"`['}
     bare: dict[str, None] = {}
@@ -61,11 +67,6 @@ def schema_names(ddl: str) -> tuple[list[str], list[str]]:
 
 def _lit(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _any_case(word: str) -> str:
-    """An EBNF sequence matching ``word`` in any letter case: COUNT, count, Count."""
-    return " ".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else _lit(c) for c in word)
 
 
 def question_values(question: str, max_words: int = 3) -> tuple[list[str], list[str]]:
@@ -90,14 +91,9 @@ def question_values(question: str, max_words: int = 3) -> tuple[list[str], list[
     return sorted(set(strings)), sorted(numbers)
 
 
-def schema_tables(ddl: str) -> list[str]:
-    """The table names ``ddl`` creates, in order (bare or quoted, as written)."""
-    return list({m.group(1): None for m in _TABLE_NAME.finditer(ddl)})[:MAX_NAMES]
-
-
-def _words(*words: str) -> str:
+def _words(word: str) -> str:
     """A keyword as EBNF: upper, lower or title case (SELECT, select, Count), never mixed (``witH``)."""
-    forms = {f for w in words for f in (w, w.lower(), w.title())}
+    forms = {word, word.lower(), word.title()}
     return "(" + " | ".join(_lit(f) for f in sorted(forms)) + ")"
 
 
@@ -109,17 +105,18 @@ def _alts(names: list[str]) -> str:
 # is fixed, a table name stands only after FROM / JOIN, a column only where an expression does. K_X are
 # keywords (``_words``); ws is one space or a newline and up to 8 spaces of indentation (a model cannot spend
 # its tokens on whitespace). ``_SELECT`` is instantiated once for any column (suffix "") and once per table
-# (suffix _t0, _t1, ...): a SELECT over one table names only that table's columns, unless qualified by an
-# alias; joins, comma lists and FROM subqueries take the suffix-less copy.
+# (suffix _t0, _t1, ...): a SELECT over one table names its own columns unqualified, any table's qualified
+# (a correlated subquery's outer table); joins, comma lists and FROM subqueries take the suffix-less copy.
 _TOP = """root ::= query (sp ";")? sp
 query ::= single | part (ws compound ws part)+ order? limit? | core order? limit?
 compound ::= K_UNION (ws K_ALL)? | K_INTERSECT | K_EXCEPT
 limit ::= ws K_LIMIT ws number ((ws K_OFFSET ws | sp "," sp) number)?
-item ::= (table | "(" sp query sp ")") (ws (K_AS ws)? alias)?
+item ::= (table_name | "(" sp query sp ")") (ws (K_AS ws)? alias)?
 join ::= ws (jointype ws)? K_JOIN ws item (ws K_ON ws expr | ws K_USING sp "(" sp name (sp "," sp name)* sp ")")?
 jointype ::= K_NATURAL | (K_NATURAL ws)? (K_INNER | K_CROSS | (K_LEFT | K_RIGHT | K_FULL) (ws K_OUTER)?)
-op ::= "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "-" | "*" | "/" | "%" | "||"
+op ::= "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "*" | "/" | "%" | "||"
 column ::= tcolumn | (alias ".")? name
+table_name ::= table | quoted
 qual ::= table | alias
 quoted ::= "\\"" qname "\\"" | "`" qname "`" | "[" qname "]"
 alias ::= [A-Za-z] [0-9]?
@@ -128,13 +125,14 @@ sp ::= ws?"""
 _SELECT = """core{S} ::= K_SELECT (ws (K_DISTINCT | K_ALL))? ws results{S} ws K_FROM ws source{S} \
 (ws K_WHERE ws expr{S})? (ws K_GROUP ws K_BY ws exprs{S} (ws K_HAVING ws expr{S})?)?
 order{S} ::= ws K_ORDER ws K_BY ws term{S} (sp "," sp term{S})*
-term{S} ::= expr{S} (ws (K_ASC | K_DESC))?
+term{S} ::= (expr{S} | alias) (ws (K_ASC | K_DESC))?
 results{S} ::= result{S} (sp "," sp result{S})*
 result{S} ::= "*" | qual "." "*" | expr{S} (ws (K_AS ws)? alias)?
 exprs{S} ::= expr{S} (sp "," sp expr{S})*
 expr{S} ::= operand{S} tail{S}*
-operand{S} ::= (K_NOT ws | "-" sp)* primary{S}
-tail{S} ::= sp op sp operand{S} | ws (K_AND | K_OR) ws operand{S} | ws (K_NOT ws)? (K_LIKE | K_GLOB) ws operand{S} \
+operand{S} ::= (K_NOT ws)* "-"? primary{S}
+tail{S} ::= sp op sp operand{S} | ws "-" ws operand{S} | ws (K_AND | K_OR) ws operand{S} \
+| ws (K_NOT ws)? (K_LIKE | K_GLOB) ws operand{S} (ws K_ESCAPE ws string)? \
 | ws (K_NOT ws)? K_BETWEEN ws operand{S} ws K_AND ws operand{S} \
 | ws (K_NOT ws)? K_IN sp "(" sp (query | exprs{S}) sp ")" | ws K_IS (ws K_NOT)? ws operand{S} | ws K_COLLATE ws K_NOCASE
 primary{S} ::= column{S} | number | string | K_NULL | K_TRUE | K_FALSE | K_CURRENT_DATE | K_CURRENT_TIME \
@@ -150,23 +148,41 @@ MAX_TABLE_GRAMMARS = 16  # more tables than this: one-table SELECTs may name any
 
 
 def table_columns(ddl: str) -> dict[str, list[str]]:
-    """Each CREATE TABLE's column names, from its own statement (up to the next CREATE TABLE)."""
-    found = list(_TABLE_NAME.finditer(ddl))
-    return {m.group(1): list({c.group(1): None for c in _DEF_NAME.finditer(ddl, m.end(), nxt)
-                              if c.group(1).upper() not in _TABLE_CONSTRAINTS})
-            for m, nxt in zip(found, [f.start() for f in found[1:]] + [len(ddl)])}
+    """Each CREATE TABLE's column names, from its own statement (up to the next CREATE TABLE), quoted names
+    whole and without their quotes; a column called ``key`` only if quoted (else it is a KEY clause)."""
+    ddl = _COMMENT.sub(" ", ddl)
+    found = [m for m in _TABLE_DEF.finditer(ddl) if _first(m).isprintable()]
+    out = {}
+    for m, nxt in zip(found, [f.start() for f in found[1:]] + [len(ddl)]):
+        cols = {_first(c): None for c in _COLUMN_DEF.finditer(ddl, m.end(), nxt)
+                if (c.group(4) is None or c.group(4).upper() not in _TABLE_CONSTRAINTS) and _first(c).isprintable()}
+        out.setdefault(_first(m), list(cols)[:MAX_NAMES])
+    return out
+
+
+def _first(m: re.Match) -> str:
+    return next(g for g in m.groups() if g is not None)
+
+
+def _forms(name: str) -> str:
+    """A name as SQL may write it: bare if it is one word, and in double quotes, backticks or brackets."""
+    quoted = [f"{_lit(o)} {_lit(name)} {_lit(c)}" for o, c in ('""', "``", "[]")]
+    return " | ".join(([_lit(name)] if _IDENT.fullmatch(name) else []) + quoted)
 
 
 def _per_table(tables: dict[str, list[str]]) -> list[str]:
-    """The rules that bind a one-table SELECT to its table's columns, and the top-level alternatives."""
+    """The rules that bind a one-table SELECT to its table's columns, and the top-level alternatives. A
+    table whose columns the DDL does not type (``CREATE TABLE t (a, b)``) takes any column."""
     rules, single, parts, tcols = [], [], [], []
     for i, (t, cols) in enumerate(tables.items()):
         s = f"_t{i}"
-        rules += [_SELECT.replace("{S}", s), f"source{s} ::= {_lit(t)} (ws (K_AS ws)? alias)?",
-                  f"column{s} ::= (({_lit(t)} | alias) \".\")? name{s}", f"name{s} ::= {_alts(cols)} | quoted"]
+        rules += [_SELECT.replace("{S}", s), f"source{s} ::= ({_forms(t)}) (ws (K_AS ws)? alias)?",
+                  f"column{s} ::= name{s} | tcolumn | alias \".\" name",
+                  f"name{s} ::= " + (" | ".join(_forms(c) for c in cols) if cols else "name")]
         single.append(f"core{s} order{s}? limit?")
         parts.append(f"core{s}")
-        tcols.append(f"{_lit(t)} \".\" name{s}")
+        tcols.append(f"({_forms(t)}) \".\" name{s}")
+    # Two or more FROM items (or a subquery) take the suffix-less rules; one table took its own above.
     return [*rules, "single ::= " + " | ".join(single), "part ::= core | " + " | ".join(parts),
             "tcolumn ::= " + " | ".join(tcols),
             "source ::= item join+ | item (sp \",\" sp item)+ | \"(\" sp query sp \")\" (ws (K_AS ws)? alias)?"]
@@ -177,9 +193,9 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
     string and number literals must also copy it (``question_values``), as every literal of the training
     data does."""
     bare, quotable = schema_names(ddl)
-    tables = {t: [c for c in cols if c in bare] for t, cols in table_columns(ddl).items() if t in bare}
+    tables = table_columns(ddl)
     defined = {c for cols in tables.values() for c in cols}
-    columns = [n for n in bare if n not in tables or n in defined] or bare
+    columns = [n for n in bare if n not in tables or n in defined] or bare  # no column found: any name
     if tables and len(tables) <= MAX_TABLE_GRAMMARS:
         shape = _per_table(tables)
     else:  # no CREATE TABLE found (any name is a table) or too many: one-table SELECTs take any column
@@ -195,7 +211,7 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
     keywords = set(re.findall(r"K_(\w+)", body)) | set(AGGREGATES) | set(FUNCTIONS)
     return "\n".join([
         body,
-        "table ::= " + _alts(list(tables) or bare) + " | quoted",
+        "table ::= " + _alts([t for t in tables if _IDENT.fullmatch(t)] or bare),
         "name ::= " + _alts(columns) + " | quoted",
         "qname ::= " + _alts(quotable),
         "aggregate ::= " + " | ".join(f"K_{k}" for k in AGGREGATES),

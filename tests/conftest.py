@@ -65,7 +65,8 @@ def parrot_model(tiny_model, tmp_path_factory) -> Path:
     """The tiny model rigged to prefer, after a newline and forever, the word ``customers`` (never in a test
     DDL), then ``name`` (a column of the tests' players table), then the newline: its layers add nothing
     (o_proj and down_proj zeroed), so with tied embeddings the next token is the one whose embedding best
-    matches the current one's. Free decoding writes customers...; under the schema grammar, name / newline."""
+    matches the current one's. Free decoding writes customers...; under the schema grammar, a SELECT that
+    names ``name``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

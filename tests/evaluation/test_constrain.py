@@ -73,7 +73,8 @@ def test_grammar_accepts_this_schemas_sql_and_refuses_other_names(cache, tok, sq
     ("SELECT t_clients FROM t_clients;", False),     # a table where a column stands
     ("SELECT city FROM city;", False),               # a column where a table stands
     ("SELECT witH FROM t_clients;", False),          # a keyword in mixed case, where a column stands
-    ("SELECT city WHERE amount > 1 FROM t_orders;", False),  # clauses out of order
+    ("SELECT amount WHERE amount > 1 FROM t_orders;", False),  # clauses out of order
+    ("SELECT city fRoM t_clients;", False),          # keywords in mixed case
     ("SELECT COUNT(*);", False),                     # no FROM
     ("SELECT city FROM t_clients JOIN JOIN t_orders;", False),
     ("SELECT city\n  FROM t_clients\n  WHERE city IS NOT NULL\n  ORDER BY city ASC LIMIT 1 OFFSET 1;", True),
@@ -85,6 +86,15 @@ def test_grammar_accepts_this_schemas_sql_and_refuses_other_names(cache, tok, sq
     ("SELECT t_orders.city FROM t_orders o JOIN t_clients c ON o.client_no = c.client_no;", False),
     ("SELECT city, amount FROM t_clients JOIN t_orders USING (client_no);", True),  # a join: either table's
     ("SELECT amount FROM t_orders WHERE client_no IN (SELECT client_no FROM t_clients WHERE city = 'x');", True),
+    # Correlated subqueries: the outer table's columns, qualified, inside a one-table SELECT.
+    ("SELECT city FROM t_clients c WHERE EXISTS (SELECT order_no FROM t_orders o WHERE o.client_no = c.client_no "
+     "AND amount > 1);", True),
+    ("SELECT city FROM t_clients WHERE client_no IN (SELECT client_no FROM t_orders WHERE t_orders.amount > "
+     "t_clients.client_no);", True),
+    ("SELECT client_no, COUNT(*) AS n FROM t_orders GROUP BY client_no ORDER BY n DESC;", True),  # an alias, used
+    ("SELECT amount - -1 FROM t_orders WHERE city LIKE 'a!%%' ESCAPE '!';", False),  # city: not t_orders'
+    ("SELECT amount - -1 FROM t_orders WHERE order_no LIKE 'a!%%' ESCAPE '!';", True),
+    ("SELECT amount FROM t_orders WHERE amount--1 > 0;", False),  # "--" would comment out the rest
 ])
 def test_grammar_knows_the_clause_structure(cache, tok, sql, ok):
     """Names only where names stand: a table after FROM / JOIN, a column where an expression stands,
@@ -110,7 +120,8 @@ ODD = 'CREATE TABLE logs (\n  id INT,\n  date DATE,\n  `key` TEXT,\n  "unit pric
     ('SELECT "unit price" FROM logs WHERE `key` = \'a b\';', True),       # quoted names, spaces kept
     ("SELECT id FROM logs WHERE date > DATE('now', 'start of month');", True),  # SQLite's date strings
     ('SELECT id FROM logs WHERE "unit price" > 1000;', True),              # 1,000 in the question
-    ("SELECT id FROM logs WHERE amount > 1000;", False),
+    ('SELECT id FROM logs WHERE "unit price" > 2000;', False),            # a number the question did not write
+    ("SELECT unit FROM logs;", False),                                    # half of a quoted name
     ("SELECT id FROM logs WHERE date > DATE('yesterday');", False),
     ("SELECT id FROM logs WHERE `key` = 'now';", False),  # date strings only as a function's argument
 ])
@@ -195,6 +206,22 @@ def test_hostile_ddl_and_questions_always_give_a_grammar_that_compiles(cache):
         grammar = sql_grammar(ddl, question)
         cache.compile(grammar)
         assert len(grammar) < 400_000 and time.perf_counter() - t < 5, (len(grammar), time.perf_counter() - t)
+
+
+COMMENTED = ("CREATE TABLE t (\n  -- surrogate id\n  id INT PRIMARY KEY,\n  name TEXT -- display name, may be null\n"
+             ");\nCREATE TABLE `Users` (`Id` INTEGER, `DisplayName` TEXT, `key` TEXT);\n"
+             "CREATE TABLE [order items] (qty INTEGER);\nCREATE TABLE bare (a, b);")
+
+
+@pytest.mark.parametrize("sql, ok", [
+    ("SELECT id FROM t;", True), ("SELECT may FROM t;", False),        # comments name nothing
+    ("SELECT `DisplayName` FROM `Users` WHERE key = 'x';", True),       # quoted tables; a quoted `key` column
+    ('SELECT "DisplayName" FROM [Users];', True), ("SELECT id FROM Users;", False),
+    ("SELECT qty FROM [order items];", True), ("SELECT qty FROM order;", False),  # spaces: quoted only
+    ("SELECT a FROM bare;", True), ("SELECT _ FROM bare;", False),     # untyped columns: any of the DDL's
+])
+def test_grammar_reads_ddl_as_users_write_it(cache, tok, sql, ok):
+    assert _accepts(cache, tok, COMMENTED, sql) is ok
 
 
 def test_many_tables_fall_back_to_any_column_and_stay_cheap(cache, tok):
