@@ -32,15 +32,17 @@ VARCHAR CHAR TEXT DATE DATETIME TIMESTAMP TIME DECIMAL NUMERIC FLOAT DOUBLE REAL
 _TABLE_CONSTRAINTS = {"PRIMARY", "FOREIGN", "UNIQUE", "CHECK", "CONSTRAINT", "KEY", "INDEX"}  # ", FOREIGN KEY (..."
 ALIAS = re.compile(r"[A-Za-z][0-9]?")  # the one- or two-character aliases of joins (c, p, t1, T1)
 _IDENT = re.compile(r"[^\W\d]\w*", re.UNICODE)
-_QUOTED_NAME = re.compile(r'"([^"\n]+)"|`([^`\n]+)`|\[([^\]\n]+)\]')
+_QUOTED_NAME = re.compile(r'"([^"\n]{1,256})"|`([^`\n]{1,256})`|\[([^\]\n]{1,256})\]')
 # A column definition's name: first word after "(" or "," (quotes allowed), then a type or constraint.
 _DEF_NAME = re.compile(r'(?:\(|,)\s*["`\[]?([^\W\d]\w*)["`\]]?\s+[A-Za-z]', re.UNICODE)
-_TABLE_NAME = re.compile(r'TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`\[]?([^\W\d]\w*)', re.UNICODE | re.IGNORECASE)
-# The same two, whole: a quoted name keeps its spaces ("unit price", [order items]).
-_ANY_NAME = r'(?:"([^"\n]+)"|`([^`\n]+)`|\[([^\]\n]+)\]|([^\W\d]\w*))'
-_COLUMN_DEF = re.compile(r'(?:\(|,)\s*' + _ANY_NAME + r'\s+[A-Za-z]', re.UNICODE)
-_TABLE_DEF = re.compile(r'TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?' + _ANY_NAME, re.UNICODE | re.IGNORECASE)
-_COMMENT = re.compile(r"--[^\n]*|/\*.*?(?:\*/|$)", re.S)  # SQL comments in a DDL name nothing
+_TABLE_NAME = re.compile(r'\bTABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`\[]?([^\W\d]\w*)', re.UNICODE | re.IGNORECASE)
+# A name whole: a quoted one keeps its spaces ("unit price", [order items]); lengths bounded so that scans
+# of hostile input stay linear. A table may be schema-qualified (main.t, [dbo].[Users]): the last part counts.
+_ANY_NAME = r'(?:"([^"\n]{1,256})"|`([^`\n]{1,256})`|\[([^\]\n]{1,256})\]|([^\W\d]\w*))'
+_NAME_NC = r'(?:"[^"\n]{1,256}"|`[^`\n]{1,256}`|\[[^\]\n]{1,256}\]|[^\W\d]\w*)'
+_TABLE_DEF = re.compile(r'\bTABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:' + _NAME_NC + r'\s*\.\s*)?' + _ANY_NAME + r'\s*\(',
+                        re.UNICODE | re.IGNORECASE)
+_ELEMENT_NAME = re.compile(r'\s*' + _ANY_NAME, re.UNICODE)
 _QUOTED = re.compile(r"'([^'\n]+)'|\"([^\"\n]+)\"")
 _HANGUL = re.compile("[\uac00-\ud7a3]")
 _NUMBER = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?")
@@ -52,7 +54,7 @@ def schema_names(ddl: str) -> tuple[list[str], list[str]]:
     """(bare names, quoted names) the DDL defines, in first-seen order. Bare: its words minus DDL syntax,
     plus words in a name's place even if they spell a keyword (a column ``date``); quoted: names in
     quotes, backticks or brackets, spaces allowed, which the SQL must quote too."""
-    ddl = _COMMENT.sub(" ", ddl)
+    ddl = strip_comments(ddl)
     positional = {m.group(1) for rx in (_DEF_NAME, _TABLE_NAME) for m in rx.finditer(ddl)
                   if m.group(1).upper() not in _TABLE_CONSTRAINTS or ddl[m.start(1) - 1] in '"`['}
     bare: dict[str, None] = {}
@@ -111,12 +113,11 @@ _TOP = """root ::= query (sp ";")? sp
 query ::= single | part (ws compound ws part)+ order? limit? | core order? limit?
 compound ::= K_UNION (ws K_ALL)? | K_INTERSECT | K_EXCEPT
 limit ::= ws K_LIMIT ws number ((ws K_OFFSET ws | sp "," sp) number)?
-item ::= (table_name | "(" sp query sp ")") (ws (K_AS ws)? alias)?
+item ::= (table | "(" sp query sp ")") (ws (K_AS ws)? alias)?
 join ::= ws (jointype ws)? K_JOIN ws item (ws K_ON ws expr | ws K_USING sp "(" sp name (sp "," sp name)* sp ")")?
 jointype ::= K_NATURAL | (K_NATURAL ws)? (K_INNER | K_CROSS | (K_LEFT | K_RIGHT | K_FULL) (ws K_OUTER)?)
 op ::= "=" | "==" | "!=" | "<>" | "<" | "<=" | ">" | ">=" | "+" | "*" | "/" | "%" | "||"
 column ::= tcolumn | (alias ".")? name
-table_name ::= table | quoted
 qual ::= table | alias
 quoted ::= "\\"" qname "\\"" | "`" qname "`" | "[" qname "]"
 alias ::= [A-Za-z] [0-9]?
@@ -132,7 +133,7 @@ exprs{S} ::= expr{S} (sp "," sp expr{S})*
 expr{S} ::= operand{S} tail{S}*
 operand{S} ::= (K_NOT ws)* "-"? primary{S}
 tail{S} ::= sp op sp operand{S} | ws "-" ws operand{S} | ws (K_AND | K_OR) ws operand{S} \
-| ws (K_NOT ws)? (K_LIKE | K_GLOB) ws operand{S} (ws K_ESCAPE ws string)? \
+| ws (K_NOT ws)? (K_LIKE | K_GLOB) ws operand{S} (ws K_ESCAPE ws "'" [^'\\n] "'")? \
 | ws (K_NOT ws)? K_BETWEEN ws operand{S} ws K_AND ws operand{S} \
 | ws (K_NOT ws)? K_IN sp "(" sp (query | exprs{S}) sp ")" | ws K_IS (ws K_NOT)? ws operand{S} | ws K_COLLATE ws K_NOCASE
 primary{S} ::= column{S} | number | string | K_NULL | K_TRUE | K_FALSE | K_CURRENT_DATE | K_CURRENT_TIME \
@@ -147,16 +148,62 @@ FUNCTIONS = ["ROUND", "ABS", "LENGTH", "LOWER", "UPPER", "SUBSTR", "TRIM", "COAL
 MAX_TABLE_GRAMMARS = 16  # more tables than this: one-table SELECTs may name any column (grammar size)
 
 
+def strip_comments(ddl: str) -> str:
+    """``ddl`` without its ``--`` and ``/* */`` comments; quoted text (a DEFAULT '--', a table "a--b") kept."""
+    out, i, quote, n = [], 0, None, len(ddl)
+    while i < n:
+        ch = ddl[i]
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"`[":
+            quote = "]" if ch == "[" else ch
+        elif ddl.startswith("--", i) or ddl.startswith("/*", i):
+            end = ddl.find("\n" if ch == "-" else "*/", i + 2)
+            i = n if end < 0 else end + (0 if ch == "-" else 2)
+            out.append(" ")
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _elements(ddl: str, start: int, stop: int) -> list[str]:
+    """The comma-separated elements of the parenthesised list opening before ``start``: column definitions
+    and table constraints, nested parentheses and quotes kept whole (``DECIMAL(10, 2)``, ``'a,b'``)."""
+    parts, depth, quote, begin = [], 0, None, start
+    for i in range(start, stop):
+        ch = ddl[i]
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"`[":
+            quote = "]" if ch == "[" else ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")" and depth:
+            depth -= 1
+        elif ch in ",)" and not depth:
+            parts.append(ddl[begin:i])
+            begin = i + 1
+            if ch == ")":
+                return parts
+    return [*parts, ddl[begin:stop]]  # unclosed: up to the next CREATE TABLE
+
+
 def table_columns(ddl: str) -> dict[str, list[str]]:
-    """Each CREATE TABLE's column names, from its own statement (up to the next CREATE TABLE), quoted names
-    whole and without their quotes; a column called ``key`` only if quoted (else it is a KEY clause)."""
-    ddl = _COMMENT.sub(" ", ddl)
-    found = [m for m in _TABLE_DEF.finditer(ddl) if _first(m).isprintable()]
-    out = {}
-    for m, nxt in zip(found, [f.start() for f in found[1:]] + [len(ddl)]):
-        cols = {_first(c): None for c in _COLUMN_DEF.finditer(ddl, m.end(), nxt)
-                if (c.group(4) is None or c.group(4).upper() not in _TABLE_CONSTRAINTS) and _first(c).isprintable()}
-        out.setdefault(_first(m), list(cols)[:MAX_NAMES])
+    """Each CREATE TABLE's column names, in order, quoted names whole and without their quotes: the first
+    name of each element of its column list that is not a table constraint (PRIMARY KEY (...), FOREIGN KEY,
+    ...; a column called ``key`` only if quoted). Typed or not (``CREATE TABLE t (a, b INT)``)."""
+    ddl = strip_comments(ddl)
+    out: dict[str, list[str]] = {}
+    found = list(_TABLE_DEF.finditer(ddl))
+    for m, stop in zip(found, [f.start() for f in found[1:]] + [len(ddl)]):
+        cols = {}
+        for element in _elements(ddl, m.end(), max(stop, m.end())):
+            c = _ELEMENT_NAME.match(element)
+            if c and (c.group(4) is None or c.group(4).upper() not in _TABLE_CONSTRAINTS) and _first(c).isprintable():
+                cols[_first(c)] = None
+        if _first(m).isprintable():
+            out.setdefault(_first(m), list(cols)[:MAX_NAMES])
     return out
 
 
@@ -166,8 +213,13 @@ def _first(m: re.Match) -> str:
 
 def _forms(name: str) -> str:
     """A name as SQL may write it: bare if it is one word, and in double quotes, backticks or brackets."""
-    quoted = [f"{_lit(o)} {_lit(name)} {_lit(c)}" for o, c in ('""', "``", "[]")]
+    quoted = [f"{_lit(o)} {_lit(name)} {_lit(c)}" for o, c in ('""', "``", "[]") if c not in name]
     return " | ".join(([_lit(name)] if _IDENT.fullmatch(name) else []) + quoted)
+
+
+def _name_alts(names) -> str:
+    """Every way SQL may write any of ``names`` (``_forms``), as one EBNF alternation."""
+    return " | ".join(f for f in map(_forms, names) if f) or '"_"'
 
 
 def _per_table(tables: dict[str, list[str]]) -> list[str]:
@@ -176,12 +228,12 @@ def _per_table(tables: dict[str, list[str]]) -> list[str]:
     rules, single, parts, tcols = [], [], [], []
     for i, (t, cols) in enumerate(tables.items()):
         s = f"_t{i}"
-        rules += [_SELECT.replace("{S}", s), f"source{s} ::= ({_forms(t)}) (ws (K_AS ws)? alias)?",
+        rules += [_SELECT.replace("{S}", s), f"source{s} ::= ({_name_alts([t])}) (ws (K_AS ws)? alias)?",
                   f"column{s} ::= name{s} | tcolumn | alias \".\" name",
-                  f"name{s} ::= " + (" | ".join(_forms(c) for c in cols) if cols else "name")]
+                  f"name{s} ::= " + (_name_alts(cols) if cols else "name")]
         single.append(f"core{s} order{s}? limit?")
         parts.append(f"core{s}")
-        tcols.append(f"({_forms(t)}) \".\" name{s}")
+        tcols.append(f"({_name_alts([t])}) \".\" name{s}")
     # Two or more FROM items (or a subquery) take the suffix-less rules; one table took its own above.
     return [*rules, "single ::= " + " | ".join(single), "part ::= core | " + " | ".join(parts),
             "tcolumn ::= " + " | ".join(tcols),
@@ -194,8 +246,7 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
     data does."""
     bare, quotable = schema_names(ddl)
     tables = table_columns(ddl)
-    defined = {c for cols in tables.values() for c in cols}
-    columns = [n for n in bare if n not in tables or n in defined] or bare  # no column found: any name
+    columns = list({c: None for cols in tables.values() for c in cols})[:MAX_NAMES]
     if tables and len(tables) <= MAX_TABLE_GRAMMARS:
         shape = _per_table(tables)
     else:  # no CREATE TABLE found (any name is a table) or too many: one-table SELECTs take any column
@@ -211,8 +262,10 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
     keywords = set(re.findall(r"K_(\w+)", body)) | set(AGGREGATES) | set(FUNCTIONS)
     return "\n".join([
         body,
-        "table ::= " + _alts([t for t in tables if _IDENT.fullmatch(t)] or bare),
-        "name ::= " + _alts(columns) + " | quoted",
+        # Parsed tables: their names and columns only, each bare (one word) or quoted; none (no CREATE
+        # TABLE this reader knows): any word of the DDL, as the lexical grammar allowed.
+        "table ::= " + (_name_alts(list(tables)[:MAX_NAMES]) if tables else _alts(bare) + " | quoted"),
+        "name ::= " + (_name_alts(columns) if columns else _alts(bare) + " | quoted"),
         "qname ::= " + _alts(quotable),
         "aggregate ::= " + " | ".join(f"K_{k}" for k in AGGREGATES),
         "function ::= " + " | ".join(f"K_{k}" for k in FUNCTIONS),

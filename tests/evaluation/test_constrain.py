@@ -132,6 +132,7 @@ def test_grammar_takes_real_world_sql(cache, tok, sql, ok):
 @pytest.mark.parametrize("sql, ok", [
     ("SELECT COUNT(*) FROM t_clients WHERE city = '서울';", True),        # a prefix of 서울에서 (particle dropped)
     ("SELECT clientName FROM t_clients WHERE clientName LIKE '%Kim%';", True),  # a quoted span, as a LIKE pattern
+    ("SELECT clientName FROM t_clients WHERE clientName LIKE '%Kim%' ESCAPE '!';", True),
     ("SELECT city FROM t_orders o JOIN t_clients c ON o.client_no = c.client_no WHERE amount > 250 LIMIT 1;", True),
     ("SELECT COUNT(*) FROM t_clients WHERE city = '부산';", False),       # a value the request never wrote
     ("SELECT clientName FROM t_clients WHERE clientName LIKE '%Lee%';", False),
@@ -222,6 +223,36 @@ COMMENTED = ("CREATE TABLE t (\n  -- surrogate id\n  id INT PRIMARY KEY,\n  name
 ])
 def test_grammar_reads_ddl_as_users_write_it(cache, tok, sql, ok):
     assert _accepts(cache, tok, COMMENTED, sql) is ok
+
+
+HARD = ("CREATE TABLE t (note TEXT DEFAULT '--', a, b DECIMAL(10, 2), PRIMARY KEY (a, b));\n"
+        "CREATE TABLE s (id INT, timetable TEXT, x INT);\nCREATE TABLE [dbo].[Users] ([Id] INT, [Name] NVARCHAR(50));\n"
+        'CREATE TABLE [a"b] (q INT);')
+
+
+@pytest.mark.parametrize("sql, ok", [
+    ("SELECT a FROM t;", True), ("SELECT b FROM t;", True),          # '--' in a DEFAULT is no comment
+    ("SELECT x FROM s;", True), ("SELECT timetable FROM s;", True),  # "timetable" starts no table
+    ("SELECT x FROM TEXT;", False),
+    ("SELECT Name FROM Users;", True), ("SELECT Name FROM dbo;", False),  # schema-qualified: the table
+    ("SELECT note FROM t JOIN s ON t.a = s.id;", True),
+    ("SELECT NVARCHAR FROM t JOIN s ON t.a = s.id;", False),         # joins: columns, not any DDL word
+    ('SELECT q FROM [a"b];', True), ('SELECT q FROM "a"b";', False),  # no quoting that breaks the name
+])
+def test_grammar_reads_hostile_ddl_exactly(cache, tok, sql, ok):
+    assert _accepts(cache, tok, HARD, sql) is ok
+
+
+def test_ddl_reading_stays_linear_on_hostile_input():
+    import time
+
+    from sqlray.evaluation.constrain import table_columns
+
+    for ddl in ["[" * 20_000, "CREATE TABLE t " + "([" * 9_990, "CREATE TABLE t (" * 1_250, "'--" * 6_000]:
+        t = time.perf_counter()
+        sql_grammar(ddl, "q")
+        table_columns(ddl)
+        assert time.perf_counter() - t < 1.5, (ddl[:20], time.perf_counter() - t)
 
 
 def test_many_tables_fall_back_to_any_column_and_stay_cheap(cache, tok):
