@@ -32,13 +32,15 @@ VARCHAR CHAR TEXT DATE DATETIME TIMESTAMP TIME DECIMAL NUMERIC FLOAT DOUBLE REAL
 _TABLE_CONSTRAINTS = {"PRIMARY", "FOREIGN", "UNIQUE", "CHECK", "CONSTRAINT", "KEY", "INDEX"}  # ", FOREIGN KEY (..."
 ALIAS = re.compile(r"[A-Za-z][0-9]?")  # the one- or two-character aliases of joins (c, p, t1, T1)
 _IDENT = re.compile(r"[^\W\d]\w*", re.UNICODE)
-_QUOTED_NAME = re.compile(r'"([^"\n]{1,256})"|`([^`\n]{1,256})`|\[([^\]\n]{1,256})\]')
-# A column definition's name: first word after "(" or "," (quotes allowed), then a type or constraint.
-_DEF_NAME = re.compile(r'(?:\(|,)\s*["`\[]?([^\W\d]\w*)["`\]]?\s+[A-Za-z]', re.UNICODE)
-_TABLE_NAME = re.compile(r'\bTABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`\[]?([^\W\d]\w*)', re.UNICODE | re.IGNORECASE)
 # A name whole: a quoted one keeps its spaces ("unit price", [order items]); lengths bounded so that scans
 # of hostile input stay linear. A table may be schema-qualified (main.t, [dbo].[Users]): the last part counts.
-_ANY_NAME = r'(?:"([^"\n]{1,256})"|`([^`\n]{1,256})`|\[([^\]\n]{1,256})\]|([^\W\d]\w*))'
+_QUOTED_PART = r'"([^"\n]{1,256})"|`([^`\n]{1,256})`|\[([^\]\n]{1,256})\]'
+_QUOTED_NAME = re.compile(_QUOTED_PART)
+# For ``schema_names``' keyword-spelled names: a column definition's first word (then a type or constraint)
+# and the word after TABLE, even where no column list follows.
+_DEF_NAME = re.compile(r'(?:\(|,)\s*["`\[]?([^\W\d]\w*)["`\]]?\s+[A-Za-z]', re.UNICODE)
+_TABLE_NAME = re.compile(r'\bTABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?["`\[]?([^\W\d]\w*)', re.UNICODE | re.IGNORECASE)
+_ANY_NAME = r'(?:' + _QUOTED_PART + r'|([^\W\d]\w*))'
 _NAME_NC = r'(?:"[^"\n]{1,256}"|`[^`\n]{1,256}`|\[[^\]\n]{1,256}\]|[^\W\d]\w*)'
 _TABLE_DEF = re.compile(r'\bTABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(?:' + _NAME_NC + r'\s*\.\s*)?' + _ANY_NAME + r'\s*\(',
                         re.UNICODE | re.IGNORECASE)
@@ -54,7 +56,11 @@ def schema_names(ddl: str) -> tuple[list[str], list[str]]:
     """(bare names, quoted names) the DDL defines, in first-seen order. Bare: its words minus DDL syntax,
     plus words in a name's place even if they spell a keyword (a column ``date``); quoted: names in
     quotes, backticks or brackets, spaces allowed, which the SQL must quote too."""
-    ddl = strip_comments(ddl)
+    return _schema_names(strip_comments(ddl))
+
+
+def _schema_names(ddl: str) -> tuple[list[str], list[str]]:
+    """``schema_names`` of a DDL already without comments."""
     positional = {m.group(1) for rx in (_DEF_NAME, _TABLE_NAME) for m in rx.finditer(ddl)
                   if m.group(1).upper() not in _TABLE_CONSTRAINTS or ddl[m.start(1) - 1] in '"`['}
     bare: dict[str, None] = {}
@@ -193,7 +199,10 @@ def table_columns(ddl: str) -> dict[str, list[str]]:
     """Each CREATE TABLE's column names, in order, quoted names whole and without their quotes: the first
     name of each element of its column list that is not a table constraint (PRIMARY KEY (...), FOREIGN KEY,
     ...; a column called ``key`` only if quoted). Typed or not (``CREATE TABLE t (a, b INT)``)."""
-    ddl = strip_comments(ddl)
+    return _table_columns(strip_comments(ddl))
+
+
+def _table_columns(ddl: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     found = list(_TABLE_DEF.finditer(ddl))
     for m, stop in zip(found, [f.start() for f in found[1:]] + [len(ddl)]):
@@ -227,13 +236,13 @@ def _per_table(tables: dict[str, list[str]]) -> list[str]:
     table whose columns the DDL does not type (``CREATE TABLE t (a, b)``) takes any column."""
     rules, single, parts, tcols = [], [], [], []
     for i, (t, cols) in enumerate(tables.items()):
-        s = f"_t{i}"
-        rules += [_SELECT.replace("{S}", s), f"source{s} ::= ({_name_alts([t])}) (ws (K_AS ws)? alias)?",
+        s, written = f"_t{i}", _name_alts([t])
+        rules += [_SELECT.replace("{S}", s), f"source{s} ::= ({written}) (ws (K_AS ws)? alias)?",
                   f"column{s} ::= name{s} | tcolumn | alias \".\" name",
                   f"name{s} ::= " + (_name_alts(cols) if cols else "name")]
         single.append(f"core{s} order{s}? limit?")
         parts.append(f"core{s}")
-        tcols.append(f"({_name_alts([t])}) \".\" name{s}")
+        tcols.append(f"({written}) \".\" name{s}")
     # Two or more FROM items (or a subquery) take the suffix-less rules; one table took its own above.
     return [*rules, "single ::= " + " | ".join(single), "part ::= core | " + " | ".join(parts),
             "tcolumn ::= " + " | ".join(tcols),
@@ -244,8 +253,9 @@ def sql_grammar(ddl: str, question: str | None = None) -> str:
     """The EBNF of a SELECT over ``ddl``'s tables and columns (``_TOP``, ``_SELECT``). With ``question``,
     string and number literals must also copy it (``question_values``), as every literal of the training
     data does."""
-    bare, quotable = schema_names(ddl)
-    tables = table_columns(ddl)
+    ddl = strip_comments(ddl)  # read once: the names and the tables' columns
+    tables = _table_columns(ddl)
+    bare, quotable = _schema_names(ddl)
     columns = list({c: None for cols in tables.values() for c in cols})[:MAX_NAMES]
     if tables and len(tables) <= MAX_TABLE_GRAMMARS:
         shape = _per_table(tables)

@@ -246,8 +246,6 @@ def test_grammar_reads_hostile_ddl_exactly(cache, tok, sql, ok):
 def test_ddl_reading_stays_linear_on_hostile_input():
     import time
 
-    from sqlray.evaluation.constrain import table_columns
-
     for ddl in ["[" * 20_000, "CREATE TABLE t " + "([" * 9_990, "CREATE TABLE t (" * 1_250, "'--" * 6_000]:
         t = time.perf_counter()
         sql_grammar(ddl, "q")
