@@ -33,7 +33,7 @@ def _cmd_generate(args) -> None:
     else:
         ensure_ray()
         preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size,
-                                     constrain=args.constrain is not False)
+                                     constrain=args.constrain is not False, use_gpu=args.gpu)
     by_id = {p["id"]: p for p in preds}
     atomic_write_jsonl(args.out, [{**r, "split": args.split, "prediction": by_id[r["id"]]["prediction"],
                              "raw": by_id[r["id"]]["raw"]} for r in rows])
@@ -98,6 +98,7 @@ def add_commands(sub) -> None:
     g.add_argument("--max-rows", type=int)
     g.add_argument("--num-actors", type=int, default=2)
     g.add_argument("--batch-size", type=int, default=32)
+    g.add_argument("--gpu", action="store_true", help="one GPU per generator actor, bf16/fp16 decoding")
     g.add_argument("--concurrency", type=int, default=8)
     g.add_argument("--max-new-tokens", type=int, default=128)
     g.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=None,

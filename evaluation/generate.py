@@ -15,19 +15,23 @@ from sqlray.text2sql import encode_prompt, make_prompt
 STOP_STRINGS = ["###", "\n\n"]
 
 
-def load_for_generation(model: str, adapter: str | None = None):
+def load_for_generation(model: str, adapter: str | None = None, device: str = "cpu"):
+    """Tokenizer and model in eval mode: fp32 on CPU; on a GPU bf16 (fp16 where the card lacks bf16)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # decoder-only batching: prompts end where generation begins
-    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    dtype = torch.float32
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
     if adapter:
         from peft import PeftModel
 
         m = PeftModel.from_pretrained(m, adapter).merge_and_unload()
-    m.eval()
+    m.to(device).eval()
     return m, tok
 
 
@@ -88,25 +92,27 @@ def generate_via_endpoint(base_url: str, model: str, rows: list[dict], max_new_t
 class GeneratorActor:
     """One model replica; Ray wraps it with ray.remote at the call site."""
 
-    def __init__(self, model: str, adapter: str | None = None, threads: int = 1):
+    def __init__(self, model: str, adapter: str | None = None, threads: int = 1, device: str = "cpu"):
         torch.set_num_threads(threads)
         # a relative path is the driver's (e.g. the committed data/tiny-sql-base): actors start elsewhere
-        self.model, self.tok = load_for_generation(resolve_path(model), adapter and resolve_path(adapter))
+        self.model, self.tok = load_for_generation(resolve_path(model), adapter and resolve_path(adapter), device)
 
     def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False) -> list[dict]:
         return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size, constrain)
 
 
 def generate_with_actors(model: str, rows: list[dict], adapter: str | None = None, num_actors: int = 2,
-                         max_new_tokens: int = 96, batch_size: int = 32, constrain: bool = False) -> list[dict]:
-    """Shard rows over ``num_actors`` Ray actors; results come back in input order."""
+                         max_new_tokens: int = 96, batch_size: int = 32, constrain: bool = False,
+                         use_gpu: bool = False) -> list[dict]:
+    """Shard rows over ``num_actors`` Ray actors; results come back in input order.
+    ``use_gpu``: each actor holds one GPU (Ray sets its CUDA_VISIBLE_DEVICES) and decodes in bf16/fp16."""
     import ray
 
     if not rows:
         return []
     n = max(1, min(num_actors, len(rows)))
-    Actor = ray.remote(num_cpus=1)(GeneratorActor)
-    actors = [Actor.remote(model, adapter) for _ in range(n)]
+    Actor = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(GeneratorActor)
+    actors = [Actor.remote(model, adapter, 1, "cuda" if use_gpu else "cpu") for _ in range(n)]
     shards = [rows[i::n] for i in range(n)]
     try:
         results = ray.get([a.generate.remote(s, max_new_tokens, batch_size, constrain) for a, s in zip(actors, shards)])

@@ -26,13 +26,17 @@ def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, ta
             r.setdefault("id", f"{split}-{i}")
         preds = generate_with_actors(model, rows, num_actors=cfg.eval.num_actors,
                                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                                     constrain=constrain)
+                                     constrain=constrain, use_gpu=eval_on_gpu(cfg))
         scored = [score_row(r) for r in join_predictions(rows, preds)]
         results[split] = {**summarize(scored)["all"], "by_lang": summarize(scored, "lang"),
                           "by_shape": summarize(scored, "shape")}
         if out_dir is not None:
             atomic_write_jsonl(out_dir / f"scored_{tag}_{split}.jsonl", scored)
     return results
+
+
+def eval_on_gpu(cfg: TrainConfig) -> bool:
+    return cfg.scaling.use_gpu if cfg.eval.use_gpu is None else cfg.eval.use_gpu
 
 
 def before_after_table(before: dict[str, dict], after: dict[str, dict], free: dict[str, dict] | None = None) -> str:

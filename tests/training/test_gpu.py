@@ -57,9 +57,10 @@ def test_qlora_through_the_whole_path(tiny_model, data_dir, tmp_path, ray_cluste
     assert adapter and all(v.dtype == torch.float32 for v in adapter.values())  # fp32 masters, not fp16 copies
     import json
     assert json.loads((out.model_dir / "config.json").read_text())["dtype"] == "float16"  # the run's dtype
-    model, tok = load_for_generation(str(out.model_dir))
+    model, tok = load_for_generation(str(out.model_dir), device="cuda")
+    assert model.dtype == torch.bfloat16 and model.device.type == "cuda"
     rows = [json.loads(x) for x in (data_dir / "test.jsonl").read_text().splitlines()[:2]]
-    assert all(isinstance(o["prediction"], str) for o in generate_sql(model.cuda(), tok, rows, max_new_tokens=16))
+    assert all(isinstance(o["prediction"], str) for o in generate_sql(model, tok, rows, max_new_tokens=16))
 
 
 def test_estimator_against_measured_memory():
@@ -75,3 +76,19 @@ def test_estimator_against_measured_memory():
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     ratios = [float(m.group(1)) for m in re.finditer(r"^(?:qlora|lora)\s.*?([0-9.]+)\s*$", r.stdout, re.M)]
     assert len(ratios) == 2 and all(0.85 <= x <= 1.15 for x in ratios), r.stdout[-2000:]
+
+
+def test_generator_actors_decode_on_the_gpu_as_on_the_cpu(data_dir, ray_cluster):
+    """eval.use_gpu: one GPU per actor, bf16; the committed base's constrained SQL matches fp32 CPU decoding."""
+    import json
+    from pathlib import Path
+
+    from sqlray.evaluation.generate import generate_with_actors
+
+    base = str(Path(__file__).resolve().parents[2] / "data" / "tiny-sql-base")
+    rows = [json.loads(x) for x in (data_dir / "test_unseen_schemas.jsonl").read_text().splitlines()[:16]]
+    on_gpu = generate_with_actors(base, rows, num_actors=1, constrain=True, use_gpu=True)
+    on_cpu = generate_with_actors(base, rows, num_actors=1, constrain=True)
+    same = sum(g["prediction"] == c["prediction"] for g, c in zip(on_gpu, on_cpu))
+    assert same >= 12, [(g["prediction"], c["prediction"]) for g, c in zip(on_gpu, on_cpu)]
+    assert sum(p["prediction"].upper().startswith("SELECT") for p in on_gpu) >= 12
