@@ -78,6 +78,8 @@ def wrap(model, cfg: TrainConfig, total_steps: int):
     from transformers import get_scheduler
 
     t = cfg.train
+    if cfg.scaling.use_gpu and cfg.deepspeed.stage < 3:
+        _check_on_gpu(model)
     conf = deepspeed_config(cfg)
     optimizer = None
     if "optimizer" not in conf:
@@ -87,6 +89,15 @@ def wrap(model, cfg: TrainConfig, total_steps: int):
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=_param_groups(model, t.weight_decay),
                                            optimizer=optimizer, lr_scheduler=scheduler, config=conf)
     return engine
+
+
+def _check_on_gpu(model) -> None:
+    """DeepSpeed broadcasts every parameter over NCCL, which has no CPU backend ("No backend type associated
+    with device type cpu"): name the parameters that stayed off the GPU instead."""
+    off = [f"{n} ({p.device})" for n, p in model.named_parameters() if p.device.type != "cuda"]
+    if off:
+        raise RuntimeError(f"{len(off)} parameters are not on the GPU, e.g. {off[:5]}: load the model with "
+                           "device_map={'': local_rank} so every weight lands on this worker's GPU")
 
 
 def _has_frozen(engine) -> bool:

@@ -14,3 +14,12 @@ def test_built_model_is_ready_to_train(tiny_model, method):
     assert all(m.training for m in model.modules())
     assert model.is_gradient_checkpointing
     assert model.config.use_cache is False
+
+
+def test_gpu_wrap_names_parameters_left_on_the_cpu(tiny_model):
+    """A GPU run whose model stayed (partly) on the CPU fails before DeepSpeed's NCCL broadcast, naming them."""
+    from sqlray.training.parallelize import wrap
+
+    cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.method=lora", "scaling.use_gpu=true"])
+    with pytest.raises(RuntimeError, match=r"parameters are not on the GPU, e\.g\. \['base_model\.model\..*\(cpu\)"):
+        wrap(build_model(cfg.model), cfg, total_steps=1)
