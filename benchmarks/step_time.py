@@ -6,8 +6,11 @@ sqlray's DeepSpeed wrapping, with and without gradient checkpointing, on one dev
 
 Written after an H200 ran SmolLM2-135M QLoRA (micro-batch 16, bf16, ZeRO-2) through `sqlray train` at
 about one optimizer step per second. Each variant runs in a process of its own on the config's own
-data (real micro-batches, padded as training pads them) and model (``build_training_model``), so the
-table says whether the time is the model's (4-bit kernels, checkpointing) or the wrapping's.
+data (real micro-batches of prompt + SQL, padded per batch as training pads them) and model
+(``build_training_model``), so the table says whether the time is the model's (4-bit kernels,
+checkpointing) or the wrapping's. The plain loop keeps the built model's fp32 trainable weights and
+computes under autocast (fp16 with a loss scaler), clipping like DeepSpeed; DeepSpeed casts the module
+to its precision and keeps fp32 masters, so dtype effects are part of the ratio.
 """
 from __future__ import annotations
 
@@ -55,6 +58,8 @@ def measure(cfg, variant: str, steps: int, warmup: int) -> dict:
     device = torch.device("cuda", 0) if gpu else torch.device("cpu")
     model = build_training_model(cfg, device_map={"": 0} if gpu else None)
     batches = _batches(cfg, build_tokenizer(cfg.model.name_or_path), warmup + steps)
+    if len(batches) < warmup + steps:
+        raise SystemExit(f"only {len(batches)} micro-batches of data for {warmup} + {steps} steps")
     if variant.startswith("deepspeed"):
         from sqlray.training.parallelize import wrap
 
@@ -65,15 +70,21 @@ def measure(cfg, variant: str, steps: int, warmup: int) -> dict:
             engine.backward(loss)
             engine.step()
             return loss
-    else:
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.train.learning_rate)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.deepspeed.precision == "bf16")
+    else:  # fp32 master weights as built, 16-bit compute by autocast (fp16 with a loss scaler), clipped
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=cfg.train.learning_rate)
+        half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.deepspeed.precision)
+        scaler = torch.amp.GradScaler(device.type, enabled=half is torch.float16)
 
         def step(batch):
-            with autocast:
+            with torch.autocast(device.type, dtype=half or torch.float32, enabled=half is not None):
                 loss = model(**batch).loss
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            if cfg.train.max_grad_norm:  # 0 disables clipping, as in the DeepSpeed config
+                torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+            scaler.step(opt)
+            scaler.update()
             opt.zero_grad(set_to_none=True)
             return loss
     model.train()
@@ -121,7 +132,7 @@ def main() -> None:
     for v in args.variants:
         cmd = [sys.executable, __file__, "--variant", v, "--config", args.config, "--steps", str(args.steps),
                "--warmup", str(args.warmup), *args.overrides]
-        out = subprocess.run(cmd, capture_output=True, text=True)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if not line:
             print(out.stdout[-3000:], out.stderr[-3000:], sep="\n")

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from sqlray.core import resolve_path
+from sqlray.core import ConfigError, resolve_path
 from sqlray.evaluation.constrain import sql_grammar
 from sqlray.evaluation.grammar_decoding import GrammarLogitsProcessor, grammar_cache
 from sqlray.evaluation.sql import extract_sql
@@ -15,24 +15,36 @@ from sqlray.text2sql import encode_prompt, make_prompt
 STOP_STRINGS = ["###", "\n\n"]
 
 
-def load_for_generation(model: str, adapter: str | None = None, device: str = "cpu"):
-    """Tokenizer and model in eval mode: fp32 on CPU; on a GPU bf16 (fp16 where the card lacks bf16)."""
+def load_for_generation(model: str, adapter: str | None = None, device: str = "cpu",
+                        dtype: torch.dtype | None = None):
+    """Tokenizer and model in eval mode. ``dtype`` None: fp32 on CPU; on a GPU the checkpoint's own 16-bit
+    dtype, else bf16 (fp16 where the card lacks bf16). An adapter merges into fp32 weights first, so its
+    small update is not rounded away in 16 bits."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"  # decoder-only batching: prompts end where generation begins
-    dtype = torch.float32
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    m = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)
+    if dtype is None:
+        dtype = _gpu_dtype(model) if device.startswith("cuda") else torch.float32
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32 if adapter else dtype)
     if adapter:
         from peft import PeftModel
 
         m = PeftModel.from_pretrained(m, adapter).merge_and_unload()
-    m.to(device).eval()
+    m.to(device=device, dtype=dtype).eval()
     return m, tok
+
+
+def _gpu_dtype(model: str) -> torch.dtype:
+    from transformers import AutoConfig
+
+    saved = getattr(AutoConfig.from_pretrained(model), "dtype", None)
+    saved = getattr(torch, saved) if isinstance(saved, str) else saved
+    if saved in (torch.float16, torch.bfloat16):
+        return saved
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 @torch.no_grad()
@@ -111,6 +123,12 @@ def generate_with_actors(model: str, rows: list[dict], adapter: str | None = Non
     if not rows:
         return []
     n = max(1, min(num_actors, len(rows)))
+    if use_gpu:  # an actor per GPU: more would wait for a GPU forever
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus == 0:
+            raise ConfigError("GPU generation (eval.use_gpu / --gpu) but the Ray cluster has no GPU now "
+                              "(an autoscaling cluster: start a GPU worker first)")
+        n = min(n, gpus)
     Actor = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(GeneratorActor)
     actors = [Actor.remote(model, adapter, 1, "cuda" if use_gpu else "cpu") for _ in range(n)]
     shards = [rows[i::n] for i in range(n)]

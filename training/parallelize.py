@@ -55,8 +55,12 @@ def partitioned_construction(cfg: TrainConfig):
 
 
 def init_distributed(use_gpu: bool) -> None:
-    """Reuse the process group Ray Train already created (gloo on CPU, nccl on GPU)."""
-    if not use_gpu:
+    """Reuse the process group Ray Train already created (gloo on CPU, nccl on GPU). A GPU run sets
+    DeepSpeed's accelerator to cuda even where the environment said cpu (a test process does): DeepSpeed
+    would otherwise move the model back to the CPU and fail at its NCCL broadcast."""
+    if use_gpu:
+        os.environ["DS_ACCELERATOR"] = "cuda"
+    else:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
 
@@ -78,8 +82,8 @@ def wrap(model, cfg: TrainConfig, total_steps: int):
     from transformers import get_scheduler
 
     t = cfg.train
-    if cfg.scaling.use_gpu and cfg.deepspeed.stage < 3:
-        _check_on_gpu(model)
+    if cfg.scaling.use_gpu:
+        _check_cuda_accelerator()
     conf = deepspeed_config(cfg)
     optimizer = None
     if "optimizer" not in conf:
@@ -91,13 +95,17 @@ def wrap(model, cfg: TrainConfig, total_steps: int):
     return engine
 
 
-def _check_on_gpu(model) -> None:
-    """DeepSpeed broadcasts every parameter over NCCL, which has no CPU backend ("No backend type associated
-    with device type cpu"): name the parameters that stayed off the GPU instead."""
-    off = [f"{n} ({p.device})" for n, p in model.named_parameters() if p.device.type != "cuda"]
-    if off:
-        raise RuntimeError(f"{len(off)} parameters are not on the GPU, e.g. {off[:5]}: load the model with "
-                           "device_map={'': local_rank} so every weight lands on this worker's GPU")
+def _check_cuda_accelerator() -> None:
+    """DeepSpeed picks its accelerator once per process (DS_ACCELERATOR, else detection); a cpu one moves a
+    GPU model back to the CPU and then fails broadcasting it over NCCL ("No backend type associated with
+    device type cpu"). Say so before that."""
+    from deepspeed.accelerator import get_accelerator
+
+    name = get_accelerator().device_name()
+    if name != "cuda":
+        raise RuntimeError(f"scaling.use_gpu=true but DeepSpeed's accelerator is {name!r} "
+                           f"(DS_ACCELERATOR={os.environ.get('DS_ACCELERATOR')!r} when DeepSpeed first chose it): "
+                           "call init_distributed(True) before anything asks DeepSpeed for its accelerator")
 
 
 def _has_frozen(engine) -> bool:

@@ -3,6 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from sqlray.evaluation.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +80,15 @@ def test_generate_with_ray_actors_keeps_ids(tmp_path, data_dir, tiny_model):
     gold = _jsonl(data_dir / "test.jsonl")[:5]
     assert [p["id"] for p in preds] == [g["id"] for g in gold]
     assert all(isinstance(p["prediction"], str) for p in preds)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asserts the refusal on a cluster without GPUs")
+def test_generate_on_gpu_refuses_a_cluster_without_one(tmp_path, data_dir, tiny_model):
+    """--gpu on a GPU-less Ray cluster fails at once, naming the cause (Ray alone would wait forever)."""
+    r = _sqlray("eval", "generate", "--model", str(tiny_model), "--data", str(data_dir), "--split", "test",
+                "--max-rows", "2", "--gpu", "--out", str(tmp_path / "p.jsonl"))
+    assert r.returncode != 0 and "the Ray cluster has no GPU" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_bad_input_line_names_the_file(tmp_path):

@@ -16,10 +16,11 @@ def test_built_model_is_ready_to_train(tiny_model, method):
     assert model.config.use_cache is False
 
 
-def test_gpu_wrap_names_parameters_left_on_the_cpu(tiny_model):
-    """A GPU run whose model stayed (partly) on the CPU fails before DeepSpeed's NCCL broadcast, naming them."""
+def test_gpu_wrap_refuses_a_cpu_deepspeed_accelerator(tiny_model):
+    """A GPU config under a DeepSpeed that chose the CPU (DS_ACCELERATOR=cpu, as this test process sets it)
+    fails before DeepSpeed moves the model to the CPU and breaks its NCCL broadcast, naming the cause."""
     from sqlray.training.parallelize import wrap
 
     cfg = load_config(None, [f"model.name_or_path={tiny_model}", "model.method=lora", "scaling.use_gpu=true"])
-    with pytest.raises(RuntimeError, match=r"parameters are not on the GPU, e\.g\. \['base_model\.model\..*\(cpu\)"):
+    with pytest.raises(RuntimeError, match=r"use_gpu=true but DeepSpeed's accelerator is 'cpu' \(DS_ACCELERATOR='cpu'"):
         wrap(build_model(cfg.model), cfg, total_steps=1)
