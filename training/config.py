@@ -109,8 +109,9 @@ class EvalSettings(StrictModel):
                                                   "DDL's tables and columns (evaluation.constrain), as /v1/sql serves.")
     also_unconstrained: bool = Field(False, description="Also score free decoding and print both: what the network "
                                                         "learned alone vs with the schema grammar.")
-    use_gpu: bool | None = Field(None, description="Generator actors each take one GPU and decode in bf16 (fp16 "
-                                                   "where unsupported); default: scaling.use_gpu.")
+    use_gpu: bool | None = Field(None, description="Generator actors each take one GPU (never more actors than "
+                                                   "GPUs) and decode in the checkpoint's 16-bit dtype (bf16 for an fp32 "
+                                                   "one, fp16 where bf16 is unsupported); default: scaling.use_gpu.")
 
 
 class TrainConfig(StrictModel):
