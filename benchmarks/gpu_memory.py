@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _isolated import as_single_rank, measure_in_child, report  # noqa: E402
 
 # beomi/Yi-Ko-6B's config.json (Llama architecture); tiny-1b is TinyLlama-1.1B's shape, for a quick run.
 SHAPES = {
@@ -88,14 +87,11 @@ def _config(args, folder, method):
 
 def _child(args) -> None:
     """One method in a fresh process, so nothing of the previous method's model stays allocated."""
-    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": "29531"}.items():
-        os.environ.setdefault(k, v)
+    as_single_rank(29531)
     from sqlray.training.parallelize import init_distributed
 
     init_distributed(True)
-    got = measure(_config(args, args.model, args.measure), args.steps)
-    print("RESULT " + json.dumps(got), flush=True)
+    report(measure(_config(args, args.model, args.measure), args.steps))
 
 
 def main() -> None:
@@ -125,12 +121,7 @@ def main() -> None:
             est = estimate_memory(cfg)
             cmd = [sys.executable, __file__, "--measure", method, "--model", str(folder), "--config", args.config,
                    "--steps", str(args.steps), "--grad-accum", str(args.grad_accum), *args.overrides]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if not line:
-                print(out.stdout[-3000:], out.stderr[-3000:], sep="\n")
-                sys.exit(f"{method}: the measuring process failed (exit {out.returncode})")
-            got = json.loads(line[-1][len("RESULT "):])
+            got = measure_in_child(cmd, method)
             rows.append((method, cfg, est, got))
             print(f"  {method}: loaded {got['loaded'] / GiB:.2f} GiB, wrapped {got['wrapped'] / GiB:.2f} GiB, "
                   f"peak {got['peak'] / GiB:.2f} GiB, {got['s_per_micro']:.2f} s/micro-batch, loss {got['loss']:.3f}; "

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +24,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _isolated import as_single_rank, measure_in_child, report  # noqa: E402
 VARIANTS = ["plain", "plain+ckpt", "deepspeed", "deepspeed+ckpt"]
 
 
@@ -103,9 +103,7 @@ def measure(cfg, variant: str, steps: int, warmup: int) -> dict:
 
 
 def _child(args) -> None:
-    for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                 "MASTER_PORT": "29533"}.items():
-        os.environ.setdefault(k, v)
+    as_single_rank(29533)
     from sqlray.training.config import load_config
     from sqlray.training.parallelize import init_distributed
 
@@ -114,7 +112,7 @@ def _child(args) -> None:
                                     "scaling.num_workers=1", "train.gradient_accumulation_steps=1"])  # one process
     if args.variant.startswith("deepspeed"):
         init_distributed(cfg.scaling.use_gpu)
-    print("RESULT " + json.dumps(measure(cfg, args.variant, args.steps, args.warmup)), flush=True)
+    report(measure(cfg, args.variant, args.steps, args.warmup))
 
 
 def main() -> None:
@@ -132,13 +130,7 @@ def main() -> None:
     for v in args.variants:
         cmd = [sys.executable, __file__, "--variant", v, "--config", args.config, "--steps", str(args.steps),
                "--warmup", str(args.warmup), *args.overrides]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-        if not line:
-            print(out.stdout[-3000:], out.stderr[-3000:], sep="\n")
-            sys.exit(f"{v}: the measuring process failed (exit {out.returncode})")
-        rows[v] = json.loads(line[-1][len("RESULT "):])
-        r = rows[v]
+        r = rows[v] = measure_in_child(cmd, v, timeout=1800)
         peak = f"{r['peak_gib']:.2f}" if r["peak_gib"] is not None else "-"
         print(f"{v:<16} {r['s_per_step']:8.3f} s/step {r['tokens_per_s']:10,.0f} tok/s  peak {peak} GiB  "
               f"loss {r['loss']:.3f}", flush=True)
