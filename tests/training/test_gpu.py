@@ -1,4 +1,6 @@
 """GPU-only paths (QLoRA 4-bit, bf16). Marked `gpu`: skipped cleanly on machines without CUDA."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -78,6 +80,9 @@ def test_estimator_against_measured_memory():
     assert len(ratios) == 2 and all(0.85 <= x <= 1.15 for x in ratios), r.stdout[-2000:]
 
 
+BASE = str(Path(__file__).resolve().parents[2] / "data" / "tiny-sql-base")  # the committed base
+
+
 def _rows(data_dir, n=16):
     import json
 
@@ -87,29 +92,23 @@ def _rows(data_dir, n=16):
 def test_constrained_decoding_on_the_gpu_matches_the_cpu_in_fp32(data_dir):
     """The grammar masks applied to CUDA scores: fp32 on the GPU writes what fp32 on the CPU writes (the
     committed base is confident; only reduction order differs)."""
-    from pathlib import Path
-
     from sqlray.evaluation.generate import generate_sql, load_for_generation
 
-    base = str(Path(__file__).resolve().parents[2] / "data" / "tiny-sql-base")
     rows = _rows(data_dir)
     outs = []
     for device in ("cuda", "cpu"):
-        model, tok = load_for_generation(base, device=device, dtype=torch.float32)
+        model, tok = load_for_generation(BASE, device=device, dtype=torch.float32)
         outs.append([o["prediction"] for o in generate_sql(model, tok, rows, constrain=True)])
     assert sum(g == c for g, c in zip(*outs)) >= 15, list(zip(*outs))
 
 
 def test_generator_actors_take_a_gpu_each(data_dir, ray_cluster):
     """eval.use_gpu: one actor per GPU (never more: the rest would wait forever), bf16; same rows back."""
-    from pathlib import Path
-
     from sqlray.evaluation.generate import generate_with_actors
 
-    base = str(Path(__file__).resolve().parents[2] / "data" / "tiny-sql-base")
     rows = _rows(data_dir)
-    on_gpu = generate_with_actors(base, rows, num_actors=2 * torch.cuda.device_count(), constrain=True, use_gpu=True)
-    on_cpu = generate_with_actors(base, rows, num_actors=1, constrain=True)
+    on_gpu = generate_with_actors(BASE, rows, num_actors=2 * torch.cuda.device_count(), constrain=True, use_gpu=True)
+    on_cpu = generate_with_actors(BASE, rows, num_actors=1, constrain=True)
     assert [p["id"] for p in on_gpu] == [p["id"] for p in on_cpu]
     # bf16 may flip a close greedy choice; a broken GPU path (wrong device, unmasked scores) flips most
     assert sum(g["prediction"] == c["prediction"] for g, c in zip(on_gpu, on_cpu)) >= 12
