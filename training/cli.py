@@ -24,7 +24,7 @@ def _cmd_data(args) -> None:
         nonce = NONCE if args.nonce is None else args.nonce
         if not 0 <= nonce < 1:
             raise ConfigError(f"data base: --nonce must be in [0, 1), got {nonce}")
-        print(json.dumps(write_base_dataset(args.data, args.out, args.schemas, args.seed, nonce)))
+        print(json.dumps(write_base_dataset(args.data, args.out, args.schemas, args.seed, nonce, args.nonce_words)))
     elif args.action == "generate":
         from sqlray.text2sql import load_text2sql
         from sqlray.training.datagen import datasheet, datasheet_table, write_dataset, write_domain_dataset
@@ -86,7 +86,10 @@ def add_commands(sub) -> None:
     d.add_argument("--data", default="data/text2sql", help="clean: the dataset to clean; base: the bundled set")
     d.add_argument("--schemas", type=int, default=2400, help="base: new synthetic schemas beyond the bundled ones")
     d.add_argument("--nonce", type=float, default=None,
-                   help="base: share of the new schemas' names made up (default 0: real words only; 0.3 was tried)")
+                   help="base: share of the new schemas' names swapped for words outside the generator's "
+                        "vocabulary (default 0; 0.3 was tried)")
+    d.add_argument("--nonce-words", choices=["madeup", "english"], default="madeup",
+                   help="base: where --nonce's words come from: made-up words, or 5,000 common English words")
     d.add_argument("--split", default="train", help="clean: the split to clean")
     d.add_argument("--judge-model", default="gpt-4-turbo-preview")
     d.add_argument("--judge-base-url", help="OpenAI-compatible base URL; OPENAI_BASE_URL otherwise")

@@ -411,14 +411,14 @@ NONCE = 0.0
 
 
 def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2400, seed: int = 42,
-                       nonce: float = NONCE) -> dict[str, int]:
+                       nonce: float = NONCE, words: str = "madeup") -> dict[str, int]:
     """The base model's training set (`make tiny-base`): the bundled train split plus ``n_schemas`` more
     synthetic schemas (one draw per shape, Korean and English: ~33 rows each), so a long run sees each row
     about once instead of memorising 299 schemas. The new schemas continue the bundled splits' seeded
     sequence; any whose DDL a bundled split has is dropped, and so is any new row whose question and SQL
     a held-out split has (a new schema may reuse a held-out schema's table, and with it its questions).
-    ``nonce`` of their names are made-up words (schemagen.nonce_word: a name no closed vocabulary holds,
-    for a model to copy from the DDL; off by default, see NONCE). The held-out splits are copied
+    ``nonce`` of their names are new words from ``words`` (schemagen.novel_word: made-up, or common
+    English words the vocabulary lacks; a name the model must copy from the DDL; off by default, see NONCE). The held-out splits are copied
     unchanged (the run's validation loss and scores)."""
     import shutil
 
@@ -431,7 +431,7 @@ def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2
     seen = {r["context"] for split in bundled.values() for r in split}
     held = {(r["question"], r["answer"]) for name, split in bundled.items() if name != "train" for r in split}
     first = sum(SPLIT_SCHEMAS.values())
-    extra = synth_databases(first + n_schemas, seed, nonce=nonce)[first:]
+    extra = synth_databases(first + n_schemas, seed, nonce=nonce, words=words)[first:]
     rng = random.Random(seed + 1)
     new = [r for db in tqdm(extra, desc="base schemas", unit="schema")
            for r in database_rows(db, rng, variants=1)

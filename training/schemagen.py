@@ -242,15 +242,39 @@ def nonce_word(rng: random.Random, reserved: frozenset[str] = frozenset()) -> tu
             return latin, hangul
 
 
-def _nonce_entity(rng: random.Random, reserved: frozenset[str]) -> tuple[tuple, tuple[str, ...]]:
-    """An entity variant (word, english plural, korean, romanised) and label values, all made up."""
-    word, hangul = nonce_word(rng, reserved)
-    values = tuple(nonce_word(rng, reserved)[0] for _ in range(rng.randint(4, 8)))
-    return (word, word + "s", hangul if rng.random() < 0.5 else word, word), values
+@functools.cache
+def english_words() -> tuple[str, ...]:
+    """The committed list of 5,000 common English words (training/words_en.txt, from wordfreq; see its
+    header), none of them an SQL keyword or a word of the vocabulary above."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "words_en.txt").read_text(encoding="utf-8")
+    return tuple(w for w in text.split("\n") if w and not w.startswith("#"))
 
 
-def _nonce_attr(rng: random.Random, reserved: frozenset[str]) -> tuple[str, str, str, str]:
-    word, hangul = nonce_word(rng, reserved)
+WORD_SOURCES = ("madeup", "english")
+
+
+def novel_word(rng: random.Random, reserved: frozenset[str], source: str = "madeup") -> tuple[str, str]:
+    """A word outside the vocabulary above and how a Korean question writes it: a made-up word and its
+    Hangul spelling, or a common English word written as it is (as Korean text often writes loanwords)."""
+    if source == "english":
+        while (word := rng.choice(english_words())) in reserved:
+            pass
+        return word, word
+    return nonce_word(rng, reserved)
+
+
+def _nonce_entity(rng: random.Random, reserved: frozenset[str], source: str) -> tuple[tuple, tuple[str, ...]]:
+    """An entity variant (word, english plural, korean, romanised) and label values, all new words."""
+    word, hangul = novel_word(rng, reserved, source)
+    values = tuple(novel_word(rng, reserved, source)[0] for _ in range(rng.randint(4, 8)))
+    plural = word if word.endswith("s") else word + "s"
+    return (word, plural, hangul if rng.random() < 0.5 else word, word), values
+
+
+def _nonce_attr(rng: random.Random, reserved: frozenset[str], source: str) -> tuple[str, str, str, str]:
+    word, hangul = novel_word(rng, reserved, source)
     return word, word, hangul if rng.random() < 0.5 else word, word
 
 
@@ -269,10 +293,11 @@ def _pick_entities(rng: random.Random, n: int) -> list[str]:
     return chosen
 
 
-def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: random.Random | None = None) -> Database:
+def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: random.Random | None = None,
+                   words: str = "madeup") -> Database:
     """One schema from ``rng``. With ``nonce`` > 0, ``nrng`` (a second generator, so ``rng`` is drawn
-    exactly as without) swaps that share of entity names, attribute names and category pools for made-up
-    words."""
+    exactly as without) swaps that share of entity names, attribute names and category pools for new
+    words from ``words`` (novel_word: made-up, or common English ones the vocabulary lacks)."""
     if nonce > 0 and nrng is None:
         raise ValueError("synth_database: nonce > 0 needs nrng, the generator of the made-up names")
     swapped = False  # any swap made: the domain then says "+nonce"
@@ -288,7 +313,10 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
     keys = _pick_entities(rng, n_tables)
     naming = Naming(rng.choice(STYLES), rng.random() < 0.6, rng.choice(["id", "entity_id", "entity_id", "entity_no"]))
     variant = {k: rng.choice(ENTITIES[k][0]) for k in keys}
-    made_up = {k: _nonce_entity(nrng, reserved) for k in keys if swap()}
+    made_up = {}
+    for k in keys:  # two tables never share a new word (nor its name and keys)
+        if swap():
+            made_up[k] = _nonce_entity(nrng, reserved | {v[0][0] for v in made_up.values()}, words)
     variant.update({k: v for k, (v, _) in made_up.items()})
     tables, pk_names = [], {}
     for k in keys:
@@ -305,32 +333,38 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
             values = made_up[k][1] if k in made_up and swap() else tuple(label_values)
             cols.append(Column(ident, "VARCHAR(100)", "name", lko, len_, values=values))
         picked = rng.sample(attr_keys, k=min(len(attr_keys), rng.randint(2, 5)))
-        used = {c.name for c in cols}
+        fks = []
+        for p in parents:
+            if p in keys:
+                pw, pplural, pko, prom = variant[p]
+                fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
+                fks.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
+        # a new word may spell a key's name (`appropriate` beside `appropriate_id`): keys keep it
+        used = {c.name for c in cols + fks}
         for a in picked:
             kind, sqltype, avariants, vals = ATTRS[a]
             aw, aen, ako, arom = rng.choice(avariants)
             if swap():
-                aw, aen, ako, arom = _nonce_attr(nrng, reserved)
+                aw, aen, ako, arom = _nonce_attr(nrng, reserved, words)
             if kind == "cat" and swap():  # made-up values are longer than VARCHAR(5)'s grades
-                vals, sqltype = tuple(nonce_word(nrng, reserved)[0] for _ in range(len(vals))), "VARCHAR(30)"
+                vals = tuple(novel_word(nrng, reserved, words)[0] for _ in range(len(vals)))
+                sqltype = "VARCHAR(30)"
             ident = naming.ident(aw, arom)
             if ident in used:
                 continue
             used.add(ident)
             lo, hi = vals if kind == "num" else (0, 100)
             cols.append(Column(ident, sqltype, kind, ako, aen, values=tuple(vals) if kind == "cat" else (), lo=lo, hi=hi))
-        for p in parents:
-            if p in keys:
-                pw, pplural, pko, prom = variant[p]
-                fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
-                cols.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
+        cols += fks
         tables.append(Table(tname, ko, plural, tuple(cols)))
     return Database(db_id, "+".join(keys) + ("+nonce" if swapped else ""), tuple(tables))
 
 
-def synth_databases(n: int, seed: int, first_id: int = 100, nonce: float = 0.0) -> list[Database]:
+def synth_databases(n: int, seed: int, first_id: int = 100, nonce: float = 0.0, words: str = "madeup") -> list[Database]:
     """``n`` distinct schemas (two draws with the same DDL keep only the first). ``nonce`` > 0 gives the
-    same sequence of schemas, deduplicated the same way, with that share of names made up."""
+    same sequence of schemas, deduplicated the same way, with that share of names new words (``words``)."""
+    if words not in WORD_SOURCES:
+        raise ValueError(f"synth_databases: words must be one of {WORD_SOURCES}, got {words!r}")
     from sqlray.training.schemas import database_ddl
 
     rng, nrng = random.Random(seed), random.Random(seed + 7919)
@@ -343,6 +377,6 @@ def synth_databases(n: int, seed: int, first_id: int = 100, nonce: float = 0.0) 
             seen.add(ddl)
             if nonce > 0:  # the same draws again (rng rewound), this time with made-up names
                 rng.setstate(state)
-                db = synth_database(db.db_id, rng, nonce, nrng)
+                db = synth_database(db.db_id, rng, nonce, nrng, words)
             out.append(db)
     return out

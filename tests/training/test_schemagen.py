@@ -1,9 +1,12 @@
 """The schema generator's made-up words: what the base model learns to copy rather than recall."""
 import random
+import sqlite3
+
+import pytest
 
 from sqlray.evaluation.sandbox import open_sandbox
 from sqlray.training.datagen import database_rows
-from sqlray.training.schemagen import _reserved, nonce_word, synth_databases
+from sqlray.training.schemagen import _reserved, english_words, nonce_word, synth_databases
 from sqlray.training.schemas import database_ddl
 
 
@@ -19,8 +22,26 @@ def test_nonce_words_are_new_pronounceable_and_spelled_in_hangul():
     assert [nonce_word(r1) for _ in range(5)] == [nonce_word(r2) for _ in range(5)]  # seeded
 
 
-def test_nonce_keeps_the_schema_sequence_and_swaps_names():
-    plain, made_up = synth_databases(80, seed=11), synth_databases(80, seed=11, nonce=0.3)
+def test_english_words_are_common_words_usable_as_bare_names():
+    words = english_words()
+    assert len(words) == len(set(words)) == 5000
+    assert not set(words) & _reserved()  # no SQL keyword, no word of the generator's vocabulary
+    db = sqlite3.connect(":memory:")
+    for w in words:  # SQLite's own keywords (CHECK, PRIMARY, MATCH, ...) would break a DDL or a query
+        assert w.isascii() and w.isalpha() and w.islower() and 4 <= len(w) <= 12
+        db.execute(f"CREATE TABLE {w} ({w} INT, x INT)")
+        db.execute(f"SELECT {w}.{w}, COUNT(*) FROM {w} AS {w} WHERE {w} = 1 GROUP BY {w} ORDER BY {w}")
+        db.execute(f"DROP TABLE {w}")
+
+
+def test_an_unknown_word_source_is_refused():
+    with pytest.raises(ValueError, match="words must be one of"):
+        synth_databases(3, seed=1, nonce=0.3, words="latin")
+
+
+@pytest.mark.parametrize("words", ["madeup", "english"])
+def test_nonce_keeps_the_schema_sequence_and_swaps_names(words):
+    plain, made_up = synth_databases(80, seed=11), synth_databases(80, seed=11, nonce=0.3, words=words)
     swapped = 0
     for a, b in zip(plain, made_up):
         # the same draw: same entities, tables and column kinds; only some names differ
@@ -31,15 +52,26 @@ def test_nonce_keeps_the_schema_sequence_and_swaps_names():
         swapped += len(names_b - names_a)
         if not b.domain.endswith("+nonce"):
             assert database_ddl(a) == database_ddl(b)
+        assert len({t.name for t in b.tables}) == len(b.tables)  # two tables never draw the same word
+        if words == "english":
+            assert all(_has_english_word(n) for n in names_b - names_a), names_b - names_a
         open_sandbox(database_ddl(b)).close()  # every made-up DDL runs on SQLite
     total = sum(len(t.columns) + 1 for d in made_up for t in d.tables)
     assert 0.1 < swapped / total < 0.6
 
 
-def _copied(nonce: float) -> int:
+def _has_english_word(name: str) -> bool:
+    """A name some naming style made from a word of the list (`tbl_gardens`, `gardenId`, `GARDEN_NO`)."""
+    import re
+
+    parts = [p.lower() for p in re.split(r"_|(?<=[a-z])(?=[A-Z])", name)]
+    return any(p in set(english_words()) or p.removesuffix("s") in set(english_words()) for p in parts)
+
+
+def _copied(nonce: float, words: str = "madeup") -> int:
     """English rows whose SQL uses a made-up column the question names by the same word."""
     rng, copied = random.Random(0), 0
-    for db in synth_databases(30, seed=5, nonce=nonce):
+    for db in synth_databases(30, seed=5, nonce=nonce, words=words):
         made_up = {c.en: c.name for t in db.tables for c in t.columns
                    if c.en and c.kind not in ("fk", "name") and all(w not in _reserved() for w in c.en.split())}
         for r in database_rows(db, rng, variants=1):
@@ -48,9 +80,10 @@ def _copied(nonce: float) -> int:
     return copied
 
 
-def test_questions_name_the_made_up_words_they_ask_about():
-    assert _copied(0.0) == 0  # real words only
-    assert _copied(0.5) > 30  # English questions say the very word the DDL and the SQL use
+@pytest.mark.parametrize("words", ["madeup", "english"])
+def test_questions_name_the_made_up_words_they_ask_about(words):
+    assert _copied(0.0, words) == 0  # the vocabulary's words only
+    assert _copied(0.5, words) > 30  # English questions say the very word the DDL and the SQL use
 
 
 def test_the_bundled_schemas_are_the_generator_sequence(data_dir):
