@@ -106,7 +106,7 @@ def _cmd_serve(args) -> None:
         overrides.append(f"port={args.port}")
     settings = load_yaml_config(args.config, overrides, ServeSettings)
     for name, path in {"model": settings.model, **settings.adapters}.items():
-        if not settings.create_tiny_if_missing and not os.path.exists(path) and path.startswith((".", "/", "runs")):
+        if not settings.create_tiny_if_missing and not os.path.exists(path) and path.startswith((".", "/", "runs", "data/")):
             raise ConfigError(f"{name}: {path} does not exist")
     url = start(settings)
     print(f"[sqlray] serving {settings.served_name} (adapters: {sorted(settings.adapters) or 'none'})")

