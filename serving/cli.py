@@ -107,7 +107,8 @@ def _cmd_serve(args) -> None:
     settings = load_yaml_config(args.config, overrides, ServeSettings)
     for name, path in {"model": settings.model, **settings.adapters}.items():
         if not settings.create_tiny_if_missing and not os.path.exists(path) and path.startswith((".", "/", "runs", "data/")):
-            raise ConfigError(f"{name}: {path} does not exist")
+            raise ConfigError(f"{name}: {path} does not exist (relative paths are read from the current "
+                              "directory: run from the repository root or pass --model)")
     url = start(settings)
     print(f"[sqlray] serving {settings.served_name} (adapters: {sorted(settings.adapters) or 'none'})")
     print(f"[sqlray] POST {url}/v1/sql  |  OpenAI base_url {url}/v1  |  GET {url}/readyz", flush=True)

@@ -339,7 +339,7 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
                 pw, pplural, pko, prom = variant[p]
                 fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
                 fks.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
-        # a new word may spell a key's name (`appropriate` beside `appropriate_id`): keys keep it
+        # keys first, so that an attribute never takes a key's name (defensive: no draw has done so yet)
         used = {c.name for c in cols + fks}
         for a in picked:
             kind, sqltype, avariants, vals = ATTRS[a]

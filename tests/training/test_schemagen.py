@@ -3,6 +3,7 @@ import random
 import sqlite3
 
 import pytest
+import sqlglot
 
 from sqlray.evaluation.sandbox import open_sandbox
 from sqlray.training.datagen import database_rows
@@ -32,6 +33,8 @@ def test_english_words_are_common_words_usable_as_bare_names():
         db.execute(f"CREATE TABLE {w} ({w} INT, x INT)")
         db.execute(f"SELECT {w}.{w}, COUNT(*) FROM {w} AS {w} WHERE {w} = 1 GROUP BY {w} ORDER BY {w}")
         db.execute(f"DROP TABLE {w}")
+        # the pipeline reads DDL and SQL as MySQL (evaluation.execution): FORCE, SIGNED, ... would not parse
+        sqlglot.parse_one(f"SELECT {w}.{w} FROM {w} AS {w} WHERE {w} = 1 ORDER BY {w}", read="mysql")
 
 
 def test_an_unknown_word_source_is_refused():
@@ -64,8 +67,9 @@ def _has_english_word(name: str) -> bool:
     """A name some naming style made from a word of the list (`tbl_gardens`, `gardenId`, `GARDEN_NO`)."""
     import re
 
+    words = set(english_words())
     parts = [p.lower() for p in re.split(r"_|(?<=[a-z])(?=[A-Z])", name)]
-    return any(p in set(english_words()) or p.removesuffix("s") in set(english_words()) for p in parts)
+    return any(p in words or p.removesuffix("s") in words for p in parts)
 
 
 def _copied(nonce: float, words: str = "madeup") -> int:
