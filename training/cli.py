@@ -77,6 +77,8 @@ def _cmd_tune(args) -> None:
 
 
 def add_commands(sub) -> None:
+    from sqlray.training.schemagen import WORD_SOURCES  # a light module (~20 ms, no torch)
+
     d = sub.add_parser("data", help="bundled dataset")
     d.add_argument("action", choices=["generate", "clean", "base"],
                    help="generate the bundled set; clean one with the judge; base: the tiny base's larger "
@@ -88,7 +90,7 @@ def add_commands(sub) -> None:
     d.add_argument("--nonce", type=float, default=None,
                    help="base: share of the new schemas' names swapped for words outside the generator's "
                         "vocabulary (default 0; 0.3 was tried)")
-    d.add_argument("--nonce-words", choices=["madeup", "english"], default="madeup",
+    d.add_argument("--nonce-words", choices=WORD_SOURCES, default=WORD_SOURCES[0],
                    help="base: where --nonce's words come from: made-up words, or 5,000 common English words")
     d.add_argument("--split", default="train", help="clean: the split to clean")
     d.add_argument("--judge-model", default="gpt-4-turbo-preview")

@@ -419,8 +419,8 @@ def write_base_dataset(data: str | Path, out_dir: str | Path, n_schemas: int = 2
     sequence; any whose DDL a bundled split has is dropped, and so is any new row whose question and SQL
     a held-out split has (a new schema may reuse a held-out schema's table, and with it its questions).
     ``nonce`` of their names are new words from ``words`` (schemagen.novel_word: made-up, or common
-    English words the vocabulary lacks; a name the model must copy from the DDL; off by default, see NONCE). The held-out splits are copied
-    unchanged (the run's validation loss and scores)."""
+    English words the vocabulary lacks; a name the model must copy from the DDL; off by default, see
+    NONCE). The held-out splits are copied unchanged (the run's validation loss and scores)."""
     import shutil
 
     from tqdm import tqdm

@@ -333,14 +333,7 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
             values = made_up[k][1] if k in made_up and swap() else tuple(label_values)
             cols.append(Column(ident, "VARCHAR(100)", "name", lko, len_, values=values))
         picked = rng.sample(attr_keys, k=min(len(attr_keys), rng.randint(2, 5)))
-        fks = []
-        for p in parents:
-            if p in keys:
-                pw, pplural, pko, prom = variant[p]
-                fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
-                fks.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
-        # keys first, so that an attribute never takes a key's name (defensive: no draw has done so yet)
-        used = {c.name for c in cols + fks}
+        used = {c.name for c in cols}
         for a in picked:
             kind, sqltype, avariants, vals = ATTRS[a]
             aw, aen, ako, arom = rng.choice(avariants)
@@ -355,7 +348,11 @@ def synth_database(db_id: int, rng: random.Random, nonce: float = 0.0, nrng: ran
             used.add(ident)
             lo, hi = vals if kind == "num" else (0, 100)
             cols.append(Column(ident, sqltype, kind, ako, aen, values=tuple(vals) if kind == "cat" else (), lo=lo, hi=hi))
-        cols += fks
+        for p in parents:
+            if p in keys:
+                pw, pplural, pko, prom = variant[p]
+                fk = naming.ident(f"{pw} id", f"{prom}_id") if naming.pk_style == "id" else pk_names[p]
+                cols.append(Column(fk, "INT", "fk", pko, pw, ref=naming.table(pw, pplural, prom), ref_pk=pk_names[p]))
         tables.append(Table(tname, ko, plural, tuple(cols)))
     return Database(db_id, "+".join(keys) + ("+nonce" if swapped else ""), tuple(tables))
 
