@@ -152,17 +152,30 @@ class Journal:
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._lock = threading.Lock()
-        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("""CREATE TABLE IF NOT EXISTS requests (
-            key TEXT PRIMARY KEY, row_id TEXT, status TEXT, verdict TEXT, text TEXT, error TEXT,
-            prompt_tokens INTEGER DEFAULT 0, completion_tokens INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0,
-            request_id TEXT, updated REAL, raw TEXT)""")
-        try:  # journals written before the raw column
-            self.db.execute("ALTER TABLE requests ADD COLUMN raw TEXT")
-        except sqlite3.OperationalError:
-            pass
+        # timeout: how long a write waits for another connection's (the bar's, a rerun's) lock
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._setup(deadline=time.monotonic() + 60)
+
+    def _setup(self, deadline: float) -> None:
+        """WAL mode and the table. Two connections opening a new file at once can both ask for WAL; SQLite
+        then answers one with "database is locked" at once, without waiting (it would deadlock), so retry."""
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
+                self.db.execute("""CREATE TABLE IF NOT EXISTS requests (
+                    key TEXT PRIMARY KEY, row_id TEXT, status TEXT, verdict TEXT, text TEXT, error TEXT,
+                    prompt_tokens INTEGER DEFAULT 0, completion_tokens INTEGER DEFAULT 0, attempts INTEGER DEFAULT 0,
+                    request_id TEXT, updated REAL, raw TEXT)""")
+                if "raw" not in {r[1] for r in self.db.execute("PRAGMA table_info(requests)")}:
+                    self.db.execute("ALTER TABLE requests ADD COLUMN raw TEXT")  # journals written before it
+                return
+            except sqlite3.OperationalError as e:
+                if "duplicate column" in str(e):  # another connection added it first
+                    return
+                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def mark_sent(self, key: str, row_id: str) -> None:
         with self._lock:
