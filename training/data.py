@@ -3,6 +3,7 @@ masked out of the labels; the loss is on the SQL and EOS only."""
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from datasets import Dataset
@@ -14,12 +15,57 @@ log = logging.getLogger(__name__)
 IGNORE_INDEX = -100
 
 
-def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt: bool = False) -> dict[str, list[int]]:
+class SubwordDropout:
+    """BPE-dropout (Provilkov et al., 2020) for a byte-level BPE tokenizer, seeded, and one segmentation per
+    pre-token per row: each token of the usual segmentation is split, with probability ``p``, into two
+    vocabulary tokens at a random cut (and so on down), and a word keeps its split everywhere in the row,
+    in the DDL and the SQL alike. Every name then also comes in pieces during training: the model practises
+    copying a name piece by piece from the DDL, which an unseen name (always in pieces) needs at inference.
+    Inference keeps the usual segmentation."""
+
+    def __init__(self, tokenizer, p: float):
+        backend = tokenizer.backend_tokenizer
+        if type(backend.model).__name__ != "BPE" or backend.pre_tokenizer is None:
+            raise DataError(f"data.bpe_dropout needs a BPE tokenizer with a pre-tokenizer; "
+                            f"{type(tokenizer).__name__} has a {type(backend.model).__name__} model")
+        self.pre, self.model, self.p = backend.pre_tokenizer, backend.model, p
+        self.vocab = backend.get_vocab()
+
+    def _split(self, tok: str, rng: random.Random) -> list[str]:
+        if len(tok) < 2 or rng.random() >= self.p:
+            return [tok]
+        cuts = list(range(1, len(tok)))
+        rng.shuffle(cuts)
+        for c in cuts:
+            if tok[:c] in self.vocab and tok[c:] in self.vocab:
+                return self._split(tok[:c], rng) + self._split(tok[c:], rng)
+        return [tok]
+
+    def encode(self, text: str, rng: random.Random, memo: dict[str, list[int]]) -> list[int]:
+        """Like ``tokenizer(text, add_special_tokens=False)``, with the row's splits kept in ``memo``."""
+        ids: list[int] = []
+        for piece, _ in self.pre.pre_tokenize_str(text):
+            if piece not in memo:
+                memo[piece] = [self.vocab[s] for t in self.model.tokenize(piece) for s in self._split(t.value, rng)]
+            ids += memo[piece]
+        return ids
+
+
+def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt: bool = False,
+                 dropout: tuple[SubwordDropout, random.Random] | None = None) -> dict[str, list[int]]:
     """Prompt + SQL + EOS, with the prompt masked out of the labels (loss on SQL and EOS only), unless
-    ``loss_on_prompt``: then every token is a target."""
+    ``loss_on_prompt``: then every token is a target. ``dropout``: split words (training only)."""
     prompt = make_prompt(row["context"], row["question"])
     prompt_ids = encode_prompt(tokenizer, prompt)
-    answer_ids = tokenizer(row["answer"].strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    answer = row["answer"].strip()
+    if dropout:
+        splitter, rng = dropout
+        memo: dict[str, list[int]] = {}
+        special = encode_prompt(tokenizer, "")  # what the tokenizer puts in front (BOS), as encode_prompt keeps it
+        prompt_ids = special + splitter.encode(prompt, rng, memo)
+        answer_ids = splitter.encode(answer, rng, memo) + [tokenizer.eos_token_id]
+    else:
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = prompt_ids + answer_ids
     labels = ids if loss_on_prompt else [IGNORE_INDEX] * len(prompt_ids) + answer_ids
     return {"input_ids": ids, "labels": labels,
@@ -27,10 +73,16 @@ def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt
 
 
 def tokenize_split(ds: Dataset, tokenizer, max_length: int, name: str = "split",
-                   loss_on_prompt: bool = False) -> Dataset:
-    """Tokenize; rows longer than ``max_length`` (the block size) are dropped rather than losing their SQL."""
-    out = ds.map(lambda r: tokenize_row(r, tokenizer, max_length, loss_on_prompt), remove_columns=ds.column_names,
-                 desc=f"tokenize {name}")
+                   loss_on_prompt: bool = False, bpe_dropout: float = 0.0, seed: int = 0) -> Dataset:
+    """Tokenize; rows longer than ``max_length`` (the block size) are dropped rather than losing their SQL.
+    ``bpe_dropout`` > 0 splits words as `SubwordDropout` does, seeded by ``seed`` and the row's index."""
+    splitter = SubwordDropout(tokenizer, bpe_dropout) if bpe_dropout > 0 else None
+
+    def one(r, i):
+        drop = (splitter, random.Random(seed * 1_000_003 + i)) if splitter else None
+        return tokenize_row(r, tokenizer, max_length, loss_on_prompt, drop)
+
+    out = ds.map(one, with_indices=True, remove_columns=ds.column_names, desc=f"tokenize {name}")
     n = len(out)
     out = out.filter(lambda r: r["fits"]).remove_columns(["fits"])
     if len(out) < n:

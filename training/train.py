@@ -87,7 +87,7 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
     if d.max_train_rows:
         train = train.select(range(min(d.max_train_rows, len(train))))
     data_hash = dataset_hash(train)
-    tokenized = tokenize_split(train, tokenizer, d.max_length, "train", d.loss_on_prompt)
+    tokenized = tokenize_split(train, tokenizer, d.max_length, "train", d.loss_on_prompt, d.bpe_dropout, cfg.train.seed)
     splits = {"train": tokenized.remove_columns(["length"]),
               "eval": tokenize_split(get_split(dd, d.eval_split, d.source), tokenizer, d.max_length,
                                      "eval").remove_columns(["length"])}

@@ -5,7 +5,7 @@ import pytest
 
 from sqlray.evaluation.sandbox import open_sandbox, run_query
 from sqlray.text2sql import DataError, load_text2sql
-from sqlray.training.data import tokenize_row
+from sqlray.training.data import SubwordDropout, tokenize_row, tokenize_split
 from sqlray.text2sql import make_prompt
 
 
@@ -125,6 +125,52 @@ def test_loss_on_prompt_labels_every_token(tiny_model):
     sql_only, full = tokenize_row(row, tok, 1024), tokenize_row(row, tok, 1024, loss_on_prompt=True)
     assert full["input_ids"] == sql_only["input_ids"] and full["labels"] == full["input_ids"]
     assert sum(t != -100 for t in sql_only["labels"]) < len(full["labels"])
+
+
+def _sub(ids, part):
+    return any(ids[i:i + len(part)] == part for i in range(len(ids) - len(part) + 1))
+
+
+def test_bpe_dropout_splits_a_name_the_same_way_in_ddl_and_sql(data_dir):
+    import random
+
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(data_dir.parent / "tiny-sql-base")
+    row = {"context": "CREATE TABLE singers (\n  singer_id INT PRIMARY KEY,\n  likes INT\n);",
+           "question": "Which singers have the most likes?", "answer": "SELECT singer_id FROM singers ORDER BY likes DESC LIMIT 1;"}
+    plain = tokenize_row(row, tok, 1024)
+    split = tokenize_row(row, tok, 1024, dropout=(SubwordDropout(tok, 0.5), random.Random(3)))
+    assert len(split["input_ids"]) > len(plain["input_ids"]), "p=0.5 splits some token"
+    assert split["input_ids"][0] == tok.bos_token_id and split["input_ids"][-1] == tok.eos_token_id
+    assert tok.decode(split["input_ids"], skip_special_tokens=True) == tok.decode(plain["input_ids"], skip_special_tokens=True)
+    labelled = [t for t in split["labels"] if t != -100]
+    assert tok.decode(labelled[:-1]) == row["answer"]
+    n_prompt = len(split["input_ids"]) - len(labelled)
+    memo: dict = {}  # the prompt's splits, drawn as tokenize_row draws them (same seed, prompt first)
+    SubwordDropout(tok, 0.5).encode(make_prompt(row["context"], row["question"]), random.Random(3), memo)
+    changed = 0
+    for word in (" singers", " likes", " singer"):  # each pre-token: one segmentation in the DDL and the SQL
+        key = tok.backend_tokenizer.pre_tokenizer.pre_tokenize_str(word)[0][0]
+        assert _sub(split["input_ids"][:n_prompt], memo[key]) and _sub(labelled, memo[key]), word
+        changed += memo[key] != tok(word, add_special_tokens=False)["input_ids"]
+    assert changed, "at p=0.5 one of the three is split"
+    # p=0 is the usual tokenizer; a split set is seeded: the same row and seed give the same ids
+    ds = Dataset.from_list([row] * 3)
+    assert tokenize_split(ds, tok, 1024, bpe_dropout=0.0)["input_ids"] == [plain["input_ids"]] * 3
+    a, b = (tokenize_split(ds, tok, 1024, bpe_dropout=0.5, seed=7)["input_ids"] for _ in range(2))
+    assert a == b and len({tuple(x) for x in a}) > 1, "seeded per row: reproducible, and rows differ"
+
+
+def test_bpe_dropout_rejects_a_tokenizer_without_bpe(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    t = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    t.pre_tokenizer = pre_tokenizers.Whitespace()
+    with pytest.raises(DataError, match="bpe_dropout needs a BPE tokenizer"):
+        SubwordDropout(PreTrainedTokenizerFast(tokenizer_object=t), 0.1)
 
 
 def test_breakdown_table_reports_ex_by_shape_and_language():
