@@ -152,7 +152,7 @@ class Journal:
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._lock = threading.Lock()
-        # timeout: how long a write waits for another connection's (the bar's, a rerun's) lock
+        # timeout: how long any statement waits for another connection's lock (the actor's, a rerun's)
         self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
         self._setup(deadline=time.monotonic() + 60)
 
