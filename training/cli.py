@@ -91,7 +91,7 @@ def add_commands(sub) -> None:
                    help="base: share of the new schemas' names swapped for words outside the generator's "
                         "vocabulary (default 0; 0.3 was tried)")
     d.add_argument("--nonce-words", choices=WORD_SOURCES, default=WORD_SOURCES[0],
-                   help="base: where --nonce's words come from: made-up words, or 5,000 common English words")
+                   help="base: where --nonce's words come from: made-up words, or 4,997 common English words")
     d.add_argument("--split", default="train", help="clean: the split to clean")
     d.add_argument("--judge-model", default="gpt-4-turbo-preview")
     d.add_argument("--judge-base-url", help="OpenAI-compatible base URL; OPENAI_BASE_URL otherwise")

@@ -244,7 +244,7 @@ def nonce_word(rng: random.Random, reserved: frozenset[str] = frozenset()) -> tu
 
 @functools.cache
 def english_words() -> tuple[str, ...]:
-    """The committed list of 5,000 common English words (training/words_en.txt, from wordfreq; see its
+    """The committed list of 4,997 common English words (training/words_en.txt, from wordfreq; see its
     header), none of them an SQL keyword or a word of the vocabulary above."""
     from pathlib import Path
 
