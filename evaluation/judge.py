@@ -173,7 +173,7 @@ class Journal:
             except sqlite3.OperationalError as e:
                 if "duplicate column" in str(e):  # another connection added it first
                     return
-                if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > deadline:
+                if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
 
