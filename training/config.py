@@ -57,7 +57,7 @@ class DataSettings(StrictModel):
     bpe_dropout: float = Field(0.0, ge=0, lt=1, description="BPE-dropout on the training rows (not validation, "
                                                           "not inference): each token of a row is split into two "
                                                           "vocabulary tokens with this probability (recursively), "
-                                                          "a word the same way everywhere in its row, seeded by "
+                                                          "a pre-token the same way everywhere in its row, seeded by "
                                                           "train.seed. For copying unseen names piece by piece.")
     group_by_length: bool = Field(False, description="Batch training rows of similar length (transformers' "
                                                      "DistributedLengthGroupedSampler: shuffled, then sorted within "

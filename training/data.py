@@ -18,8 +18,9 @@ IGNORE_INDEX = -100
 class SubwordDropout:
     """BPE-dropout (Provilkov et al., 2020) for a byte-level BPE tokenizer, seeded, and one segmentation per
     pre-token per row: each token of the usual segmentation is split, with probability ``p``, into two
-    vocabulary tokens at a random cut (and so on down), and a word keeps its split everywhere in the row,
-    in the DDL and the SQL alike. Every name then also comes in pieces during training: the model practises
+    vocabulary tokens at a random cut (and so on down), and a pre-token keeps its split everywhere in the
+    row (` singers` in the DDL and the SQL alike; `singers` after `.` or `(` is another pre-token). The split
+    is drawn once per row, not per epoch. Every name then also comes in pieces during training: the model practises
     copying a name piece by piece from the DDL, which an unseen name (always in pieces) needs at inference.
     Inference keeps the usual segmentation."""
 
@@ -61,7 +62,8 @@ def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt
     if dropout:
         splitter, rng = dropout
         memo: dict[str, list[int]] = {}
-        special = encode_prompt(tokenizer, "")  # what the tokenizer puts in front (BOS), as encode_prompt keeps it
+        plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        special = prompt_ids[:len(prompt_ids) - len(plain)]  # what encode_prompt keeps in front (BOS), no EOS
         prompt_ids = special + splitter.encode(prompt, rng, memo)
         answer_ids = splitter.encode(answer, rng, memo) + [tokenizer.eos_token_id]
     else:

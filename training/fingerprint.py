@@ -47,6 +47,8 @@ def run_fingerprint(cfg: TrainConfig, data: str) -> dict:
     fp = {"world_size": cfg.scaling.num_workers, "micro_batch_size": cfg.train.micro_batch_size,
           "gradient_accumulation_steps": cfg.train.gradient_accumulation_steps, "max_length": cfg.data.max_length,
           "method": cfg.model.method, "seed": cfg.train.seed, "dataset": data}
+    if cfg.data.bpe_dropout:  # changes the rows' lengths, so which rows fit and the data position
+        fp["bpe_dropout"] = cfg.data.bpe_dropout
     if cfg.model.method != "full":  # the checkpoint holds the adapter only: it must go back on the same base
         fp["base"] = base_identity(cfg.model.name_or_path)
     return fp
