@@ -83,7 +83,7 @@ def test_journal_opens_from_many_connections_at_once(tmp_path):
             except Exception as e:  # noqa: BLE001
                 errors.append(f"trial {trial}: {e!r}")
 
-        threads = [threading.Thread(target=open_and_write, args=(i,)) for i in range(6)]
+        threads = [threading.Thread(target=open_and_write, args=(i,), daemon=True) for i in range(6)]
         for t in threads:
             t.start()
         for t in threads:
