@@ -20,9 +20,9 @@ class SubwordDropout:
     pre-token per row: each token of the usual segmentation is split, with probability ``p``, into two
     vocabulary tokens at a random cut (and so on down), and a pre-token keeps its split everywhere in the
     row (` singers` in the DDL and the SQL alike; `singers` after `.` or `(` is another pre-token). The split
-    is drawn once per row, not per epoch. Every name then also comes in pieces during training: the model practises
-    copying a name piece by piece from the DDL, which an unseen name (always in pieces) needs at inference.
-    Inference keeps the usual segmentation."""
+    is drawn once per row, not per epoch. Every name then also comes in pieces during training: the model
+    practises copying a name piece by piece from the DDL, which an unseen name (always in pieces) needs at
+    inference. Inference keeps the usual segmentation."""
 
     def __init__(self, tokenizer, p: float):
         backend = tokenizer.backend_tokenizer
@@ -31,6 +31,8 @@ class SubwordDropout:
                             f"{type(tokenizer).__name__} has a {type(backend.model).__name__} model")
         self.pre, self.model, self.p = backend.pre_tokenizer, backend.model, p
         self.vocab = backend.get_vocab()
+        # what encode_prompt keeps in front of any prompt (BOS, or nothing): the same for every row
+        self.prefix = encode_prompt(tokenizer, "x")[:-len(tokenizer("x", add_special_tokens=False)["input_ids"])]
 
     def _split(self, tok: str, rng: random.Random) -> list[str]:
         if len(tok) < 2 or rng.random() >= self.p:
@@ -57,16 +59,14 @@ def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt
     """Prompt + SQL + EOS, with the prompt masked out of the labels (loss on SQL and EOS only), unless
     ``loss_on_prompt``: then every token is a target. ``dropout``: split words (training only)."""
     prompt = make_prompt(row["context"], row["question"])
-    prompt_ids = encode_prompt(tokenizer, prompt)
     answer = row["answer"].strip()
     if dropout:
         splitter, rng = dropout
         memo: dict[str, list[int]] = {}
-        plain = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        special = prompt_ids[:len(prompt_ids) - len(plain)]  # what encode_prompt keeps in front (BOS), no EOS
-        prompt_ids = special + splitter.encode(prompt, rng, memo)
+        prompt_ids = splitter.prefix + splitter.encode(prompt, rng, memo)
         answer_ids = splitter.encode(answer, rng, memo) + [tokenizer.eos_token_id]
     else:
+        prompt_ids = encode_prompt(tokenizer, prompt)
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     ids = prompt_ids + answer_ids
     labels = ids if loss_on_prompt else [IGNORE_INDEX] * len(prompt_ids) + answer_ids

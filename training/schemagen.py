@@ -265,11 +265,16 @@ def novel_word(rng: random.Random, reserved: frozenset[str], source: str = "made
     return nonce_word(rng, reserved)
 
 
+def naive_plural(word: str) -> str:
+    """A new word's plural, as its table is named: `garden` -> `gardens`, `glass` stays `glass`."""
+    return word if word.endswith("s") else word + "s"
+
+
 def _nonce_entity(rng: random.Random, reserved: frozenset[str], source: str) -> tuple[tuple, tuple[str, ...]]:
     """An entity variant (word, english plural, korean, romanised) and label values, all new words."""
     word, hangul = novel_word(rng, reserved, source)
     values = tuple(novel_word(rng, reserved, source)[0] for _ in range(rng.randint(4, 8)))
-    plural = word if word.endswith("s") else word + "s"
+    plural = naive_plural(word)
     return (word, plural, hangul if rng.random() < 0.5 else word, word), values
 
 

@@ -7,7 +7,7 @@ import sqlglot
 
 from sqlray.evaluation.sandbox import open_sandbox
 from sqlray.training.datagen import database_rows
-from sqlray.training.schemagen import _reserved, english_words, nonce_word, synth_databases
+from sqlray.training.schemagen import _reserved, english_words, naive_plural, nonce_word, synth_databases
 from sqlray.training.schemas import database_ddl
 
 
@@ -31,7 +31,7 @@ def test_english_words_are_common_words_usable_as_bare_names():
     for word in words:  # SQLite's own keywords (CHECK, PRIMARY, MATCH, ...) would break a DDL or a query
         assert word.isascii() and word.isalpha() and word.islower() and 4 <= len(word) <= 12
         # a table takes the plural (schemagen._nonce_entity): `value` is fine, `values` is a keyword
-        for w in {word, word if word.endswith("s") else word + "s"}:
+        for w in {word, naive_plural(word)}:
             db.execute(f"CREATE TABLE {w} ({w} INT, x INT)")
             db.execute(f"SELECT {w}.{w}, COUNT(*) FROM {w} AS {w} WHERE {w} = 1 GROUP BY {w} ORDER BY {w}")
             db.execute(f"DROP TABLE {w}")
