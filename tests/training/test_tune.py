@@ -19,15 +19,9 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
 @pytest.fixture(scope="module")
-def trained_base(tiny_model, data_dir, tmp_path_factory):
-    from sqlray.training.driver import run_training
-
-    out = run_training(load_config(None, [
-        f"model.name_or_path={tiny_model}", f"data.source={data_dir}", "data.max_train_rows=480",
-        "data.max_length=512", "train.micro_batch_size=8", "train.max_steps=60", "train.epochs=5",
-        "train.learning_rate=3e-3", "train.eval_every_steps=60", f"run.storage_path={tmp_path_factory.mktemp('base')}",
-        "run.name=base"]))
-    return out.model_dir
+def trained_base():
+    """The committed base (what the demo fine-tunes): a trained model without spending a test's minutes."""
+    return REPO / "data" / "tiny-sql-base"
 
 
 def _tune_overrides(base, data_dir, storage, name, *extra):
