@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -114,6 +114,9 @@ class EvalSettings(StrictModel):
                                                   "DDL's tables and columns (evaluation.constrain), as /v1/sql serves.")
     also_unconstrained: bool = Field(False, description="Also score free decoding and print both: what the network "
                                                         "learned alone vs with the schema grammar.")
+    targets: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Execution-accuracy goals by test split (split: lowest acceptable EX, "
+                                          "0-1); the job prints each beside the EX reached and whether it is met.")
     use_gpu: bool | None = Field(None, description="Generator actors each take one GPU (never more actors than "
                                                    "GPUs) and decode in the checkpoint's 16-bit dtype (bf16 for an fp32 "
                                                    "one, fp16 where bf16 is unsupported); default: scaling.use_gpu.")
@@ -131,6 +134,10 @@ class TrainConfig(StrictModel):
     @model_validator(mode="after")
     def _compatible(self) -> "TrainConfig":
         m, ds, sc = self.model, self.deepspeed, self.scaling
+        unknown = sorted(set(self.eval.targets) - set(self.data.test_splits))
+        if unknown:
+            raise ValueError(f"eval.targets names {unknown}, which data.test_splits ({self.data.test_splits}) "
+                             "does not score: add the split there, or leave the goal out (eval.targets={} for none).")
         if m.method == "qlora" and not sc.use_gpu:
             raise ValueError("model.method=qlora needs scaling.use_gpu=true: bitsandbytes has no 4-bit backward "
                              "kernel on CPU. Use method=lora (or full) for CPU runs.")

@@ -1,5 +1,6 @@
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -225,6 +226,23 @@ def test_before_after_table_adds_free_decoding_columns():
     both = before_after_table({}, after, {"test": {"n": 200, "em": 0.0, "ex": 0.005}})
     assert "free decoding" not in plain and "EX after, free decoding" in both.splitlines()[0]
     assert both.splitlines()[2].split()[-2:] == ["0.000", "0.005"]
+
+
+def test_targets_table_says_which_goals_are_met():
+    from sqlray.training.config import load_config
+    from sqlray.training.workflow import targets_table
+
+    after = {"test": {"ex": 0.935}, "test_unseen_db": {"ex": 0.0}}
+    table, verdict = targets_table(after, {"test": 0.7, "test_unseen_db": 0.3, "test_unseen_schemas": 0.4})
+    assert verdict["test"] == {"target_ex": 0.7, "ex": 0.935, "met": True}
+    assert not verdict["test_unseen_db"]["met"] and not verdict["test_unseen_schemas"]["met"]  # 0 and unscored
+    assert [ln.split()[-1] for ln in table.splitlines()[2:]] == ["yes", "NO", "NO"]
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "tiny-cpu.yaml"
+    assert load_config(shipped).eval.targets["test_unseen_db"] == 0.3
+    with pytest.raises(ValueError, match="eval.targets names \\['validation'\\]"):
+        load_config(None, ["model.name_or_path=m", "eval.targets={validation: 0.5}"])
+    with pytest.raises(ValueError, match="less than or equal to 1"):
+        load_config(None, ["model.name_or_path=m", "eval.targets={test: 70}"])
 
 
 def test_base_dataset_adds_new_schemas_and_keeps_heldout_splits(data_dir, tmp_path):
