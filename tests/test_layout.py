@@ -31,7 +31,8 @@ def test_cli_and_a_ray_train_run_use_sqlrays_code_from_a_shadowing_folder(tmp_pa
     assert "total per GPU" in est.stdout
     run = subprocess.run([sys.executable, "-m", "sqlray.cli", "train", "--config", str(REPO / "configs/tiny-cpu.yaml"),
                           f"model.name_or_path={tiny_model}", f"data.source={REPO / 'data/text2sql'}",
-                          "data.max_train_rows=64", "train.max_steps=2", "train.eval_every_steps=2", "train.micro_batch_size=4",
+                          "data.max_train_rows=64",  # what is checked is where the code comes from, not the data
+                          "train.max_steps=2", "train.eval_every_steps=2", "train.micro_batch_size=4",
                           "run.name=shadow", f"run.storage_path={tmp_path / 'runs'}", "--no-eval"],
                          cwd=user, env={**env, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -60,15 +60,18 @@ def breakdown_table(after: dict[str, dict]) -> str:
     return format_table(["EX after, by", *splits], rows, floats=".2f")
 
 
-def targets_table(after: dict[str, dict], targets: dict[str, float]) -> tuple[str, dict[str, dict]]:
-    """Each goal (split: lowest acceptable EX) beside the EX reached: the printed table and, per split,
-    target, EX and whether it is met (a split not scored is not met)."""
+def targets_table(after: dict[str, dict], targets: dict[str, float],
+                  before: dict[str, dict] | None = None) -> tuple[str, dict[str, dict]]:
+    """Each goal (split: lowest acceptable EX) beside the EX reached, and the base's where it was scored (so
+    the table shows what training added): the printed table and, per split, target, EX and met. A split
+    that was not scored is not met."""
     verdict = {}
     for split, goal in targets.items():
         ex = after.get(split, {}).get("ex")
         verdict[split] = {"target_ex": goal, "ex": ex, "met": ex is not None and ex >= goal}
-    rows = [[s, v["target_ex"], v["ex"], "yes" if v["met"] else "NO"] for s, v in verdict.items()]
-    return format_table(["split", "EX target", "EX after", "met"], rows), verdict
+    rows = [[s, v["target_ex"], (before or {}).get(s, {}).get("ex"), v["ex"],
+             "yes" if v["met"] else ("NO" if v["ex"] is not None else "not scored")] for s, v in verdict.items()]
+    return format_table(["split", "EX target", "EX before", "EX after", "met"], rows), verdict
 
 
 def train_and_evaluate(cfg: TrainConfig) -> Path:
@@ -93,12 +96,12 @@ def train_and_evaluate(cfg: TrainConfig) -> Path:
         if cfg.eval.constrain_sql and cfg.eval.also_unconstrained:
             print("[sqlray] scoring it again with free (unconstrained) decoding", flush=True)
             free = evaluate_model(str(outcome.model_dir), cfg, out, "finetuned_free", constrain=False)
-    goals, verdict = targets_table(after, cfg.eval.targets) if after and cfg.eval.targets else ("", {})
+    goals, verdict = targets_table(after, cfg.eval.targets, before) if after and cfg.eval.targets else ("", {})
     summary = {"run": cfg.run.name, "model_dir": str(outcome.model_dir),
                "adapter_dir": str(outcome.adapter_dir) if outcome.adapter_dir else None,
                "splits": after, "splits_free_decoding": free, "before": before, "targets": verdict,
-               "train": outcome.metrics,
-               "wall_clock_s": round(time.time() - t0, 1), "config": cfg.model_dump(mode="json")}
+               "train": outcome.metrics, "wall_clock_s": round(time.time() - t0, 1),
+               "config": cfg.model_dump(mode="json")}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False))
     if after:
         print("\n" + before_after_table(before, after, free) + "\n")

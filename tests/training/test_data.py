@@ -233,14 +233,15 @@ def test_targets_table_says_which_goals_are_met():
     from sqlray.training.workflow import targets_table
 
     after = {"test": {"ex": 0.935}, "test_unseen_db": {"ex": 0.0}}
-    table, verdict = targets_table(after, {"test": 0.7, "test_unseen_db": 0.3, "test_unseen_schemas": 0.4})
+    table, verdict = targets_table(after, {"test": 0.7, "test_unseen_db": 0.3, "test_unseen_schemas": 0.4},
+                                   before={"test": {"ex": 0.915}})
     assert verdict["test"] == {"target_ex": 0.7, "ex": 0.935, "met": True}
     assert not verdict["test_unseen_db"]["met"] and not verdict["test_unseen_schemas"]["met"]  # 0 and unscored
-    assert [ln.split()[-1] for ln in table.splitlines()[2:]] == ["yes", "NO", "NO"]
+    lines = [ln.split() for ln in table.splitlines()[2:]]
+    assert lines[0] == ["test", "0.700", "0.915", "0.935", "yes"]
+    assert lines[1][-1] == "NO" and lines[2][-2:] == ["not", "scored"]
     shipped = Path(__file__).resolve().parents[2] / "configs" / "tiny-cpu.yaml"
-    assert load_config(shipped).eval.targets["test_unseen_db"] == 0.3
-    with pytest.raises(ValueError, match="eval.targets names \\['validation'\\]"):
-        load_config(None, ["model.name_or_path=m", "eval.targets={validation: 0.5}"])
+    assert set(load_config(shipped).eval.targets) == {"test", "test_unseen_schemas", "test_unseen_db"}
     with pytest.raises(ValueError, match="less than or equal to 1"):
         load_config(None, ["model.name_or_path=m", "eval.targets={test: 70}"])
 
