@@ -2,11 +2,15 @@
 masked out of the labels; the loss is on the SQL and EOS only."""
 from __future__ import annotations
 
+import functools
 import logging
 import random
+import sys
+from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from datasets.fingerprint import Hasher
 
 from sqlray.text2sql import DataError, encode_prompt, make_prompt
 
@@ -74,6 +78,22 @@ def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt
             "length": len(ids), "fits": len(ids) <= max_length}
 
 
+@functools.cache
+def _code_version() -> str:
+    """This module's and the prompt's source: a change to how rows are tokenized invalidates cached maps."""
+    import sqlray.text2sql
+
+    return Hasher.hash([Path(m.__file__).read_bytes() for m in (sys.modules[__name__], sqlray.text2sql)])
+
+
+def derived_fingerprint(ds: Dataset, *parts) -> str:
+    """The fingerprint of ``ds`` after a transform described by ``parts`` (plain values, a tokenizer) and
+    this code. Passed as ``new_fingerprint``, it spares datasets from hashing the transform's function with
+    dill, whose dill.detect.nestedglobals disassembles it to a captured stdout; Ray Train v2's print
+    (patch_print.py) logs that capture anyway: hundreds of lines of bytecode per map in every worker."""
+    return Hasher.hash((ds._fingerprint, _code_version(), *parts))
+
+
 def tokenize_split(ds: Dataset, tokenizer, max_length: int, name: str = "split",
                    loss_on_prompt: bool = False, bpe_dropout: float = 0.0, seed: int = 0) -> Dataset:
     """Tokenize; rows longer than ``max_length`` (the block size) are dropped rather than losing their SQL.
@@ -84,9 +104,10 @@ def tokenize_split(ds: Dataset, tokenizer, max_length: int, name: str = "split",
         drop = (splitter, random.Random(seed * 1_000_003 + i)) if splitter else None
         return tokenize_row(r, tokenizer, max_length, loss_on_prompt, drop)
 
-    out = ds.map(one, with_indices=True, remove_columns=ds.column_names, desc=f"tokenize {name}")
+    fp = derived_fingerprint(ds, "tokenize_row", tokenizer, max_length, loss_on_prompt, bpe_dropout, seed)
+    out = ds.map(one, with_indices=True, remove_columns=ds.column_names, desc=f"tokenize {name}", new_fingerprint=fp)
     n = len(out)
-    out = out.filter(lambda r: r["fits"]).remove_columns(["fits"])
+    out = out.filter(lambda r: r["fits"], new_fingerprint=derived_fingerprint(out, "fits")).remove_columns(["fits"])
     if len(out) < n:
         log.warning("%s: dropped %d of %d rows longer than max_length=%d tokens", name, n - len(out), n, max_length)
     if len(out) == 0:

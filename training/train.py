@@ -118,9 +118,11 @@ def eval_shard(ds, rank: int, world: int):
     shard = ds.select([i % n for i in positions])
     if n % world == 0:  # nothing padded (an empty split too)
         return shard
+    from sqlray.training.data import derived_fingerprint
+
     pad = [i >= n for i in positions]
     return shard.map(lambda r, j: {"labels": [-100] * len(r["labels"]) if pad[j] else r["labels"]},
-                     with_indices=True)
+                     with_indices=True, new_fingerprint=derived_fingerprint(shard, "pad labels", pad))
 
 
 def _sum_across_ranks(value: float, device) -> float:

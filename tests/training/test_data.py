@@ -281,3 +281,25 @@ def test_eval_shards_have_equal_lengths_and_count_every_row_once():
     counted = [s["input_ids"][j][0] for s in shards for j in range(3) if s["labels"][j][0] != -100]
     assert sorted(counted) == [0, 1, 2, 3, 4]
     assert eval_shard(ds.select(range(4)), 1, 2)["labels"] == [[1, 1], [3, 3]]
+
+
+def test_tokenized_splits_name_their_fingerprint_without_disassembling_code(data_dir, monkeypatch):
+    """datasets would hash the tokenizing closure with dill, whose nestedglobals prints its bytecode (Ray
+    Train v2 logs it from every worker); tokenize_split names the new fingerprint from its inputs instead,
+    so a different setting is a different cached map and the same one is reused."""
+    import dill.detect
+    from transformers import AutoTokenizer
+
+    calls = []
+    real = dill.detect.nestedglobals
+    monkeypatch.setattr(dill.detect, "nestedglobals", lambda *a, **k: calls.append(a) or real(*a, **k))
+    tok = AutoTokenizer.from_pretrained(data_dir.parent / "tiny-sql-base")
+    ds = load_text2sql(str(data_dir))["validation"]  # on disk: maps are cached by fingerprint
+    a, again = tokenize_split(ds, tok, 1024), tokenize_split(ds, tok, 1024)
+    short = tokenize_split(ds, tok, 160)
+    prompt = tokenize_split(ds, tok, 1024, loss_on_prompt=True)
+    assert calls == [], "a transform's function was hashed with dill"
+    assert a._fingerprint == again._fingerprint and a["input_ids"] == again["input_ids"]
+    assert len({a._fingerprint, short._fingerprint, prompt._fingerprint}) == 3
+    assert 0 < len(short) < len(a) == len(ds)
+    assert prompt["labels"] == prompt["input_ids"] != a["labels"]
