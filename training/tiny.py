@@ -72,6 +72,36 @@ def make_tiny_model(out_dir: str | Path, data: str = "data/text2sql", vocab_size
     return out
 
 
+def add_word_tokens(src: str | Path, out: str | Path, words: list[str] | None = None) -> dict:
+    """``src``'s model and tokenizer with each of ``words`` (default: the 4,997 common English words of
+    schemagen.english_words) that the tokenizer splits into pieces added as one token, matched only as a
+    whole word, so a name reads the same after a space, `(` or `.`. Ids already in the vocabulary keep
+    their meaning; a new word's embedding (tied to the output) starts as the mean of its pieces'."""
+    from tokenizers import AddedToken
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sqlray.training.driver import replace_dir
+    from sqlray.training.schemagen import english_words
+
+    tok, model = AutoTokenizer.from_pretrained(src), AutoModelForCausalLM.from_pretrained(src)
+    new = [w for w in (words or english_words()) if len(tok.tokenize(" " + w)) > 1 and w not in tok.get_vocab()]
+    pieces = {w: tok(w, add_special_tokens=False)["input_ids"] for w in new}
+    before = len(tok)
+    tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in new])
+    model.resize_token_embeddings(len(tok), mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        for w in new:
+            emb[tok.convert_tokens_to_ids(w)] = emb[pieces[w]].mean(0)
+
+    def make(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    replace_dir(Path(out), make)
+    return {"out": str(out), "vocab_before": before, "vocab_after": len(tok), "words_added": len(new)}
+
+
 def ensure_tiny_model(path: str | Path, data: str = "data/text2sql") -> Path:
     path = Path(path)
     if not (path / "config.json").exists():

@@ -89,3 +89,24 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
         publish_base(run, tmp_path / "again")
     with pytest.raises(ConfigError, match="not a finished run"):
         publish_base(tmp_path / "nothing", tmp_path / "again")
+
+
+def test_word_tokens_read_a_name_the_same_everywhere(tmp_path):
+    """`sqlray model words`: a listed word becomes one token after a space, `(` or `.`, only as a whole word;
+    the old ids keep their embeddings, a new one starts at the mean of its pieces' and stays tied."""
+    from sqlray.training.tiny import add_word_tokens
+
+    info = add_word_tokens(BASE, tmp_path / "words", ["players", "mode", "status"])
+    old_tok, old = AutoTokenizer.from_pretrained(BASE), AutoModelForCausalLM.from_pretrained(BASE)
+    tok, model = AutoTokenizer.from_pretrained(tmp_path / "words"), AutoModelForCausalLM.from_pretrained(tmp_path / "words")
+    assert info["words_added"] == 2 and len(tok) == len(old_tok) + 2  # ` status` is one token already
+    pieces = tok.convert_ids_to_tokens(tok("SELECT mode, MAX(mode) FROM players p WHERE p.mode = 1 AND modes = 2",
+                                           add_special_tokens=False)["input_ids"])
+    assert pieces.count("mode") == 3 and pieces.count("players") == 1 and "modes" not in pieces
+    text = "SELECT mode FROM players WHERE status = 'modest'"
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    emb, old_emb = model.get_input_embeddings().weight, old.get_input_embeddings().weight
+    assert torch.equal(emb[: len(old_tok)], old_emb)
+    mode_pieces = old_tok("mode", add_special_tokens=False)["input_ids"]
+    assert len(mode_pieces) > 1 and torch.allclose(emb[tok.convert_tokens_to_ids("mode")], old_emb[mode_pieces].mean(0))
+    assert model.get_output_embeddings().weight.data_ptr() == emb.data_ptr()
