@@ -80,17 +80,23 @@ def tokenize_row(row: dict[str, Any], tokenizer, max_length: int, loss_on_prompt
 
 @functools.cache
 def _code_version() -> str:
-    """This module's and the prompt's source: a change to how rows are tokenized invalidates cached maps."""
+    """This module's and the prompt's source and the tokenizer libraries' versions: a change to how rows
+    are tokenized invalidates cached maps."""
+    import tokenizers
+    import transformers
+
     import sqlray.text2sql
 
-    return Hasher.hash([Path(m.__file__).read_bytes() for m in (sys.modules[__name__], sqlray.text2sql)])
+    sources = [Path(m.__file__).read_bytes() for m in (sys.modules[__name__], sqlray.text2sql)]
+    return Hasher.hash((sources, transformers.__version__, tokenizers.__version__))
 
 
 def derived_fingerprint(ds: Dataset, *parts) -> str:
     """The fingerprint of ``ds`` after a transform described by ``parts`` (plain values, a tokenizer) and
-    this code. Passed as ``new_fingerprint``, it spares datasets from hashing the transform's function with
-    dill, whose dill.detect.nestedglobals disassembles it to a captured stdout; Ray Train v2's print
-    (patch_print.py) logs that capture anyway: hundreds of lines of bytecode per map in every worker."""
+    this module's code. Passed as ``new_fingerprint``, it spares datasets from hashing the transform's
+    function with dill, whose dill.detect.nestedglobals disassembles it to a captured stdout; Ray Train v2's
+    print (patch_print.py) logs that capture anyway: hundreds of lines of bytecode per map in every worker.
+    A transform defined elsewhere must name its own code in ``parts`` or not be cached."""
     return Hasher.hash((ds._fingerprint, _code_version(), *parts))
 
 
@@ -104,7 +110,8 @@ def tokenize_split(ds: Dataset, tokenizer, max_length: int, name: str = "split",
         drop = (splitter, random.Random(seed * 1_000_003 + i)) if splitter else None
         return tokenize_row(r, tokenizer, max_length, loss_on_prompt, drop)
 
-    fp = derived_fingerprint(ds, "tokenize_row", tokenizer, max_length, loss_on_prompt, bpe_dropout, seed)
+    fp = derived_fingerprint(ds, "tokenize_row", tokenizer, max_length, loss_on_prompt, bpe_dropout,
+                             seed if bpe_dropout > 0 else None)  # the seed only matters to dropout
     out = ds.map(one, with_indices=True, remove_columns=ds.column_names, desc=f"tokenize {name}", new_fingerprint=fp)
     n = len(out)
     out = out.filter(lambda r: r["fits"], new_fingerprint=derived_fingerprint(out, "fits")).remove_columns(["fits"])

@@ -121,8 +121,10 @@ def eval_shard(ds, rank: int, world: int):
     from sqlray.training.data import derived_fingerprint
 
     pad = [i >= n for i in positions]
+    # In memory (a few hundred rows): no cache file that a change to this lambda could leave stale.
     return shard.map(lambda r, j: {"labels": [-100] * len(r["labels"]) if pad[j] else r["labels"]},
-                     with_indices=True, new_fingerprint=derived_fingerprint(shard, "pad labels", pad))
+                     with_indices=True, keep_in_memory=True,
+                     new_fingerprint=derived_fingerprint(shard, "pad labels", pad))
 
 
 def _sum_across_ranks(value: float, device) -> float:

@@ -15,7 +15,7 @@ import jsonschema
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = REPO  # the tree under test
+ROOT = REPO  # the tree under test: point kube.ROOT at a modified copy to see a check fail
 CRDS = Path(__file__).resolve().parent / "crds"
 KUBERAY_VERSION = "v1.7.0"
 RAY_PORTS = {6379, 8265, 10001}
@@ -293,7 +293,6 @@ def validate(doc: dict, where: str) -> None:
     errors = sorted(StrictValidator(schema).iter_errors(doc), key=lambda e: list(e.absolute_path))
     assert not errors, f"{where}: {kind} {doc['metadata'].get('name')}:\n" + "\n".join(
         f"  {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}" for e in errors[:20])
-
 
 
 def train_command(argv: list[str], base: Path | None = None):

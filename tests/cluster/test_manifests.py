@@ -1,8 +1,8 @@
 """cluster/kuberay is deployable as written, checked without a cluster: every object the kustomization
-applies validates strictly against the KubeRay v1.7.0 CRDs (tests/cluster/kube.py), then one check per
-deployment rule: token auth through the operator, references resolved inside the kustomization, no
-deprecated fields, GPU tolerations, the RayJob's run fitting its workers on shared storage, the Serve app and
-its API key; and the image: a pinned base and one image name in Dockerfile, kustomization and Makefile.
+applies validates strictly against the KubeRay v1.7.0 CRDs or strict core schemas (tests/cluster/kube.py),
+then one check per deployment rule: token auth through the operator, references resolved inside the
+kustomization, no deprecated fields, GPU tolerations, the RayJob's run fitting its workers on shared
+storage, the Serve app and its API key; and the image: a pinned base and one image name in Dockerfile, kustomization and Makefile.
 The NetworkPolicy is simulated in test_network_policy.py, the Ray launcher checked in test_launcher.py."""
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from . import kube
 from .kube import (
     AUTH_SECRET_KEY,
     DEPRECATED,
@@ -25,7 +26,6 @@ from .kube import (
     MAX_NAME,
     MIN_TOKEN_AUTH_RAY,
     RAY_PORTS,
-    ROOT,
     containers,
     env_keys,
     go_duration_s,
@@ -58,7 +58,7 @@ def test_kustomization_applies_every_manifest_and_keeps_secrets_out_of_git():
         "generated Secret names get a hash suffix kustomize does not write into authOptions.secretName"
     ignored = [ln.strip() for ln in (kuberay_dir() / ".gitignore").read_text().splitlines()
                if ln.strip() and not ln.startswith("#")]
-    docker_ignored = (ROOT / ".dockerignore").read_text().split()
+    docker_ignored = (kube.ROOT / ".dockerignore").read_text().split()
     for gen in kz.get("secretGenerator", []):
         for env in gen.get("envs", []):
             assert any(fnmatch.fnmatch(env, pat) for pat in ignored), f"{env} (secret values) is not gitignored"
@@ -268,7 +268,7 @@ def test_serve_app_api_key_and_haproxy():
 # ---- the training job --------------------------------------------------------------------------------
 
 def _dockerfile() -> list[tuple[str, str]]:
-    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    text = re.sub(r"\\\n", " ", (kube.ROOT / "Dockerfile").read_text())
     return [(ln.split(None, 1)[0].upper(), ln.split(None, 1)[1].strip() if " " in ln.strip() else "")
             for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
@@ -332,7 +332,7 @@ def test_rayjob_run_fits_its_cluster_and_checkpoints_on_shared_storage():
 # ---- the image ---------------------------------------------------------------------------------------
 
 def _makefile_image() -> str:
-    text = (ROOT / "Makefile").read_text()
+    text = (kube.ROOT / "Makefile").read_text()
     m = re.search(r"^IMAGE\s*\?=\s*(\S+)\s*$", text, re.MULTILINE)
     assert m, "Makefile: no IMAGE ?= default"
     assert re.search(r"^\.PHONY:.*\bimage\b", text, re.MULTILINE), "Makefile: image is not .PHONY"
@@ -344,7 +344,7 @@ def test_dockerfile_is_pinned_and_installs_sqlray():
     steps = _dockerfile()
     froms = [arg for op, arg in steps if op == "FROM"]
     assert froms, "Dockerfile: no FROM"
-    ray_pin = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    ray_pin = re.search(r'"ray\[[^\]]*\]==([0-9.]+)"', (kube.ROOT / "pyproject.toml").read_text()).group(1)
     for base in froms:
         image = base.split()[0]
         assert "$" not in image and "@" not in image, f"FROM {image}: give the tag literally"
@@ -360,7 +360,7 @@ def test_dockerfile_is_pinned_and_installs_sqlray():
     assert "[vllm]" in runs, "the image lacks vLLM, which configs/serve-deploy.yaml and the RayService use"
     assert not re.search(r"pip install[^&;]*(-e|--editable)\b", runs), "sqlray installed editable"
     assert any(op == "COPY" and arg.split()[-2:] == [".", "."] for op, arg in steps), "the repository is not copied"
-    ignored = (ROOT / ".dockerignore").read_text().split()
+    ignored = (kube.ROOT / ".dockerignore").read_text().split()
     for path in (".venv", "runs", ".cache", ".git"):
         assert path in ignored, f".dockerignore: {path} is sent to the build"
 

@@ -290,6 +290,8 @@ def test_tokenized_splits_name_their_fingerprint_without_disassembling_code(data
     import dill.detect
     from transformers import AutoTokenizer
 
+    from sqlray.training.train import eval_shard
+
     calls = []
     real = dill.detect.nestedglobals
     monkeypatch.setattr(dill.detect, "nestedglobals", lambda *a, **k: calls.append(a) or real(*a, **k))
@@ -298,8 +300,17 @@ def test_tokenized_splits_name_their_fingerprint_without_disassembling_code(data
     a, again = tokenize_split(ds, tok, 1024), tokenize_split(ds, tok, 1024)
     short = tokenize_split(ds, tok, 160)
     prompt = tokenize_split(ds, tok, 1024, loss_on_prompt=True)
+    dropped = [tokenize_split(ds, tok, 1024, bpe_dropout=0.3, seed=s) for s in (1, 2)]
+    grown = AutoTokenizer.from_pretrained(data_dir.parent / "tiny-sql-base")
+    grown.add_tokens(["SELECT COUNT"])  # another tokenizer: another map, not the cached one
+    other = tokenize_split(ds, grown, 1024)
+    shard = eval_shard(a, 2, 3)  # padded: 200 rows over 3 ranks, its last is row 0 again: the other mapped lambda
     assert calls == [], "a transform's function was hashed with dill"
-    assert a._fingerprint == again._fingerprint and a["input_ids"] == again["input_ids"]
-    assert len({a._fingerprint, short._fingerprint, prompt._fingerprint}) == 3
+    assert a.cache_files and again.cache_files == a.cache_files, "the same settings reuse the cached map"
+    assert a["input_ids"] == again["input_ids"]
+    fingerprints = {x._fingerprint for x in (a, short, prompt, other, *dropped)}
+    assert len(fingerprints) == 6 and other.cache_files != a.cache_files
     assert 0 < len(short) < len(a) == len(ds)
     assert prompt["labels"] == prompt["input_ids"] != a["labels"]
+    assert other["input_ids"] != a["input_ids"] and dropped[0]["input_ids"] != dropped[1]["input_ids"]
+    assert len(shard) == 67 and shard["labels"][-1] == [-100] * len(shard["labels"][-1])
