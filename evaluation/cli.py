@@ -29,14 +29,19 @@ def _cmd_generate(args) -> None:
         if args.constrain:
             raise ConfigError("--constrain needs a local --model: an endpoint's /v1/completions decodes freely "
                               "(sqlray's /v1/sql is constrained server-side); drop --constrain")
+        if args.rename:
+            raise ConfigError("--rename needs a local --model: the prompt goes to the endpoint as it is "
+                              "(sqlray's /v1/sql renames server-side); drop --rename")
         preds = generate_via_endpoint(args.endpoint, args.model, rows, args.max_new_tokens, args.concurrency)
     else:
         ensure_ray()
         preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size,
-                                     constrain=args.constrain is not False, use_gpu=args.gpu)
+                                     constrain=args.constrain is not False, use_gpu=args.gpu,
+                                     rename=args.rename is not False)
     by_id = {p["id"]: p for p in preds}
-    atomic_write_jsonl(args.out, [{**r, "split": args.split, "prediction": by_id[r["id"]]["prediction"],
-                             "raw": by_id[r["id"]]["raw"]} for r in rows])
+    keep = ("prediction", "raw", "renamed")  # "renamed": names the prompt renamed (evaluation.rename)
+    atomic_write_jsonl(args.out, [{**r, "split": args.split, **{k: v for k, v in by_id[r["id"]].items() if k in keep}}
+                                  for r in rows])
     print(args.out)
 
 
@@ -104,6 +109,10 @@ def add_commands(sub) -> None:
     g.add_argument("--constrain", action=argparse.BooleanOptionalAction, default=None,
                    help="decode under each row's schema grammar (names from its DDL, literals from its question); "
                         "on by default for a local --model, not available with --endpoint")
+    g.add_argument("--rename", action=argparse.BooleanOptionalAction, default=None,
+                   help="rename tables and columns the model never saw to names it knows, and back in its SQL, "
+                        "when its folder has a schema_vocab.json (evaluation.rename); on by default for a local "
+                        "--model, not available with --endpoint")
     g.set_defaults(fn=_cmd_generate)
 
     s = es.add_parser("score", help="add em, ex (test-suite), judge to every row")

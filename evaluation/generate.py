@@ -9,6 +9,7 @@ import torch
 from sqlray.core import ConfigError, resolve_path
 from sqlray.evaluation.constrain import sql_grammar
 from sqlray.evaluation.grammar_decoding import GrammarLogitsProcessor, grammar_cache
+from sqlray.evaluation.rename import load_vocab, plan
 from sqlray.evaluation.sql import extract_sql
 from sqlray.text2sql import encode_prompt, make_prompt
 
@@ -67,19 +68,34 @@ def generate_batch(model, tokenizer, prompts: list[str], max_new_tokens: int = 9
 
 
 def generate_sql(model, tokenizer, rows: list[dict[str, Any]], max_new_tokens: int = 96,
-                 batch_size: int = 32, constrain: bool = False) -> list[dict[str, Any]]:
-    """For each row: {"id", "raw", "prediction"}. Rows are sorted by length inside to pad less.
-    ``constrain``: the SQL may name only the row's DDL tables and columns (``evaluation.constrain``)."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["context"]) + len(rows[i]["question"]))
+                 batch_size: int = 32, constrain: bool = False, vocab: dict | None = None) -> list[dict[str, Any]]:
+    """For each row: {"id", "raw", "prediction"} (+ "renamed" where names were renamed). Rows are sorted by
+    length inside to pad less. ``constrain``: the SQL may name only the row's DDL tables and columns
+    (``evaluation.constrain``). ``vocab``: the model's schema vocabulary (``evaluation.rename``): names it
+    never saw are renamed to ones it knows in the prompt, and back in the prediction; "raw" is as written."""
+    plans = _plans(rows, vocab)
+    inputs = [(p.ddl, p.question(r["question"])) if p else (r["context"], r["question"]) for r, p in zip(rows, plans)]
+    order = sorted(range(len(rows)), key=lambda i: len(inputs[i][0]) + len(inputs[i][1]))
     out: list[dict[str, Any] | None] = [None] * len(rows)
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        prompts = [make_prompt(rows[i]["context"], rows[i]["question"]) for i in idx]
-        grammars = [sql_grammar(rows[i]["context"], rows[i]["question"]) for i in idx] if constrain else None
+        prompts = [make_prompt(*inputs[i]) for i in idx]
+        grammars = [sql_grammar(*inputs[i]) for i in idx] if constrain else None
         texts, _ = generate_batch(model, tokenizer, prompts, max_new_tokens, grammars)
         for i, t in zip(idx, texts):
-            out[i] = {"id": rows[i].get("id", i), "raw": t, "prediction": extract_sql(t)}
+            sql, p = extract_sql(t), plans[i]
+            out[i] = {"id": rows[i].get("id", i), "raw": t, "prediction": p.restore(sql) if p else sql,
+                      **({"renamed": p.names} if p else {})}
     return out  # type: ignore[return-value]
+
+
+def _plans(rows: list[dict[str, Any]], vocab: dict | None) -> list:
+    """Each row's renaming (``rename.plan``), computed once per distinct DDL."""
+    if not vocab:
+        return [None] * len(rows)
+    cache: dict[str, Any] = {}
+    return [cache[r["context"]] if r["context"] in cache else cache.setdefault(r["context"], plan(r["context"], vocab))
+            for r in rows]
 
 
 def generate_via_endpoint(base_url: str, model: str, rows: list[dict], max_new_tokens: int = 128,
@@ -108,15 +124,19 @@ class GeneratorActor:
         torch.set_num_threads(threads)
         # a relative path is the driver's (e.g. the committed data/tiny-sql-base): actors start elsewhere
         self.model, self.tok = load_for_generation(resolve_path(model), adapter and resolve_path(adapter), device)
+        self.vocab = load_vocab(resolve_path(model))  # the base's, also with an adapter on it
 
-    def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False) -> list[dict]:
-        return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size, constrain)
+    def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False,
+                 rename: bool = True) -> list[dict]:
+        return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size, constrain,
+                            self.vocab if rename else None)
 
 
 def generate_with_actors(model: str, rows: list[dict], adapter: str | None = None, num_actors: int = 2,
                          max_new_tokens: int = 96, batch_size: int = 32, constrain: bool = False,
-                         use_gpu: bool = False) -> list[dict]:
-    """Shard rows over ``num_actors`` Ray actors; results come back in input order.
+                         use_gpu: bool = False, rename: bool = True) -> list[dict]:
+    """Shard rows over ``num_actors`` Ray actors; results come back in input order. ``rename``: rename names
+    the model never saw, if its folder has a schema vocabulary (``evaluation.rename``).
     ``use_gpu``: each actor holds one GPU (Ray sets its CUDA_VISIBLE_DEVICES) and decodes in bf16/fp16."""
     import ray
 
@@ -133,7 +153,8 @@ def generate_with_actors(model: str, rows: list[dict], adapter: str | None = Non
     actors = [Actor.remote(model, adapter, 1, "cuda" if use_gpu else "cpu") for _ in range(n)]
     shards = [rows[i::n] for i in range(n)]
     try:
-        results = ray.get([a.generate.remote(s, max_new_tokens, batch_size, constrain) for a, s in zip(actors, shards)])
+        results = ray.get([a.generate.remote(s, max_new_tokens, batch_size, constrain, rename)
+                           for a, s in zip(actors, shards)])
     finally:
         for a in actors:
             ray.kill(a)

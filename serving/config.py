@@ -30,6 +30,9 @@ class ServeSettings(StrictModel):
     constrain_sql: bool = Field(True, description="/v1/sql decodes under the request's schema grammar: the SQL "
                                 "names only the DDL's tables and columns (evaluation.constrain). The OpenAI "
                                 "routes are never constrained.")
+    rename_names: bool = Field(True, description="/v1/sql renames tables and columns the model never saw to names "
+                               "it knows, and back in its SQL, when the model folder has a schema_vocab.json "
+                               "(evaluation.rename; the committed base has one). The OpenAI routes never rename.")
     max_batch_size: int = Field(8, ge=1, description="Requests merged into one generate() call.")
     batch_wait_timeout_s: float = Field(0.1, ge=0, description="Longest a batch waits to fill (seconds). With "
                                         "adaptive_batch_size it binds only when load drops; longer than a batch's "

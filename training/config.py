@@ -112,6 +112,9 @@ class EvalSettings(StrictModel):
     max_rows: int | None = Field(None, ge=1, description="Score only the first N rows of each split.")
     constrain_sql: bool = Field(True, description="Decode under each row's schema grammar: the SQL names only its "
                                                   "DDL's tables and columns (evaluation.constrain), as /v1/sql serves.")
+    rename_names: bool = Field(True, description="Rename tables and columns the model never saw to names it knows "
+                                                 "(from the model folder's schema_vocab.json, if any), and back in "
+                                                 "its SQL (evaluation.rename), as /v1/sql serves.")
     also_unconstrained: bool = Field(False, description="Also score free decoding and print both: what the network "
                                                         "learned alone vs with the schema grammar.")
     targets: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(

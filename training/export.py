@@ -3,23 +3,31 @@
 made once, by the driver, in the run's dtype (``merge_into``)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from sqlray.core import resolve_path
+from sqlray.evaluation.rename import VOCAB_FILE
 from sqlray.training.config import ModelSettings
 from sqlray.training.model import merge_adapter, peft_config
 
 RUN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _save_hf(model, tokenizer, target: Path) -> Path:
+def _save_hf(model, tokenizer, target: Path, base: str | None = None) -> Path:
+    """``base``: the folder trained from; its schema vocabulary (evaluation.rename) still describes the
+    result, which saw those schemas too."""
     model.config.use_cache = True
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
+    vocab = Path(resolve_path(base)) / VOCAB_FILE if base else None
+    if vocab is not None and vocab.is_file():
+        shutil.copyfile(vocab, target / VOCAB_FILE)
     return target
 
 
@@ -42,7 +50,7 @@ def export_model(state: dict[str, torch.Tensor], cfg: ModelSettings, tokenizer, 
     bad = [k for k in missing if k not in getattr(model, "_tied_weights_keys", {})]
     if bad or unexpected:
         raise RuntimeError(f"exported weights do not match the model: missing {bad[:5]}, unexpected {unexpected[:5]}")
-    return _save_hf(model, tokenizer, out / "hf_model")
+    return _save_hf(model, tokenizer, out / "hf_model", cfg.name_or_path)
 
 
 def merge_into(adapter_dir: Path, cfg: ModelSettings, target: Path, dtype: torch.dtype) -> Path:
@@ -53,4 +61,4 @@ def merge_into(adapter_dir: Path, cfg: ModelSettings, target: Path, dtype: torch
 
     state = load_file(str(Path(adapter_dir) / "adapter_model.safetensors"))
     return _save_hf(merge_adapter(cfg.name_or_path, state, cfg, dtype=dtype),
-                    AutoTokenizer.from_pretrained(adapter_dir), target)
+                    AutoTokenizer.from_pretrained(adapter_dir), target, cfg.name_or_path)

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from sqlray.core import ConfigError, atomic_write_json
+from sqlray.evaluation.rename import VOCAB_FILE, build_vocab
 from sqlray.text2sql import load_text2sql, make_prompt
 from sqlray.training.config import TrainConfig
 from sqlray.training.fingerprint import dataset_hash
@@ -112,6 +113,17 @@ def ensure_tiny_model(path: str | Path, data: str = "data/text2sql") -> Path:
     return path
 
 
+def write_vocab(data: str, model_dir: str | Path) -> dict:
+    """Write the schema names ``data``'s training split taught into ``model_dir`` (evaluation.rename)."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ConfigError(f"model vocab: --out {model_dir} is not a model folder (config.json expected)")
+    vocab = build_vocab(load_text2sql(data)["train"]["context"])
+    atomic_write_json(model_dir / VOCAB_FILE, vocab)
+    return {"path": str(model_dir / VOCAB_FILE), "schemas": vocab["schemas"], "words": len(vocab["words"]),
+            "tables": len(vocab["tables"]), **{k: len(v) for k, v in vocab["columns"].items()}}
+
+
 def publish_base(run: str | Path, out: str | Path) -> Path:
     """Copy a finished full-training run's ``model/`` to ``out`` (the committed base, data/tiny-sql-base)
     with ``base.json``: its config, steps, losses, scores, and hashes of the rows it trained on and of the
@@ -141,6 +153,7 @@ def publish_base(run: str | Path, out: str | Path) -> Path:
     def make(tmp: Path) -> None:
         shutil.copytree(run / "model", tmp)
         atomic_write_json(tmp / BASE_CARD, card)
+        atomic_write_json(tmp / VOCAB_FILE, build_vocab(splits["train"]["context"]))  # names it knows
 
     replace_dir(out, make)
     return out

@@ -161,7 +161,10 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
             model, tok = load_for_generation(str(Path(d) / "hf_model"))
     if torch.cuda.is_available():
         model.cuda()
-    preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.constrain_sql)
+    from sqlray.evaluation.rename import load_vocab
+
+    vocab = load_vocab(resolve_path(cfg.model.name_or_path)) if cfg.eval.rename_names else None
+    preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.constrain_sql, vocab)
     s = summarize([score_row(r) for r in join_predictions(rows, preds)])["all"]
     return {"val_ex": s["ex"] or 0.0, "val_em": s["em"], "val_rows": s["n"]}  # Tune compares numbers
 

@@ -26,7 +26,8 @@ def evaluate_model(model: str, cfg: TrainConfig, out_dir: Path | None = None, ta
             r.setdefault("id", f"{split}-{i}")
         preds = generate_with_actors(model, rows, num_actors=cfg.eval.num_actors,
                                      max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                                     constrain=constrain, use_gpu=eval_on_gpu(cfg))
+                                     constrain=constrain, use_gpu=eval_on_gpu(cfg),
+                                     rename=cfg.eval.rename_names)
         scored = [score_row(r) for r in join_predictions(rows, preds)]
         results[split] = {**summarize(scored)["all"], "by_lang": summarize(scored, "lang"),
                           "by_shape": summarize(scored, "shape")}
