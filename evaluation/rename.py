@@ -199,17 +199,13 @@ class Renaming:
             last = q.end()
         return "".join([*out, pattern.sub(swap, question[last:])])
 
+    def apply(self, sql: str) -> str:
+        """SQL over the original schema rewritten over the renamed one (string literals untouched)."""
+        return _swap(sql, self.names) if self.names else sql
+
     def restore(self, sql: str) -> str:
-        """The model's SQL with the original names back (string literals untouched)."""
-        if not self.names:
-            return sql
-        back = {v.lower(): k for k, v in self.names.items()}
-        pattern = re.compile(r"(?<![\w])(" + "|".join(map(re.escape, back)) + r")(?![\w])", re.IGNORECASE)
-        out, last = [], 0
-        for s in _SQL_STRING.finditer(sql):
-            out += [pattern.sub(lambda m: back[m.group(0).lower()], sql[last:s.start()]), s.group(0)]
-            last = s.end()
-        return "".join([*out, pattern.sub(lambda m: back[m.group(0).lower()], sql[last:])])
+        """The model's SQL with the original names back, whatever case it wrote them in (literals untouched)."""
+        return _swap(sql, {v: k for k, v in self.names.items()}, re.IGNORECASE) if self.names else sql
 
 
 def plural(word: str) -> str:

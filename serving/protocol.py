@@ -49,6 +49,8 @@ class SqlResponse(BaseModel):
     valid: bool = Field(description="Whether the SQL parses (sqlglot, MySQL dialect).")
     model: str
     adapter: str | None = None
+    renamed: dict[str, str] = Field(default_factory=dict, description="Names the prompt renamed to ones the model "
+                                    "knows (original -> prompt's); the SQL names the originals.")
     finish_reason: str
     usage: Usage
 

@@ -199,7 +199,8 @@ class Routes:
         sql = renaming.restore(sql) if renaming else sql
         # The SQL is parsed, never executed: this endpoint has no database to run it against.
         return {"sql": sql, "valid": bool(sql) and parses(sql), "model": self.name, "adapter": adapter,
-                "finish_reason": res.finish_reason, "usage": _usage([res])}
+                "renamed": renaming.names if renaming else {}, "finish_reason": res.finish_reason,
+                "usage": _usage([res])}
 
     @app.post("/v1/completions")
     async def completions(self, request: Request):

@@ -8,6 +8,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from sqlray.core import ConfigError
+from sqlray.evaluation.rename import VOCAB_FILE, load_vocab
 from sqlray.text2sql import load_text2sql
 from sqlray.training.data import tokenize_row
 from sqlray.training.fingerprint import dataset_hash
@@ -78,6 +79,9 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
     assert card["heldout_hash"] == heldout_hash(bundled)
     assert AutoModelForCausalLM.from_pretrained(out).config.model_type == "llama"
     assert card["steps"] == 5
+    vocab = load_vocab(out)  # the schema names it trained on, for renaming the ones it did not
+    assert vocab["schemas"] == len(set(bundled["train"]["context"])) and "customer" in vocab["words"]
+
     summary["train"]["completed"] = False
     (run / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ConfigError, match="did not complete"):
@@ -89,6 +93,24 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
         publish_base(run, tmp_path / "again")
     with pytest.raises(ConfigError, match="not a finished run"):
         publish_base(tmp_path / "nothing", tmp_path / "again")
+
+
+def test_an_exported_model_keeps_its_bases_schema_vocabulary(tiny_model, tmp_path):
+    """A fine-tune of a base with schema_vocab.json saw those schemas too: the merged and the full
+    exports carry the file (what the demo's scoring and `sqlray serve` of its model read)."""
+    from sqlray.training.config import ModelSettings
+    from sqlray.training.export import export_model
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    (base / VOCAB_FILE).write_text(json.dumps({"format": 1, "words": ["x"], "tables": [], "columns": {}}))
+    state = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    out = export_model(state, ModelSettings(name_or_path=str(base), method="full"), AutoTokenizer.from_pretrained(base),
+                       tmp_path / "ckpt")
+    assert load_vocab(out) == load_vocab(base)
+    plain = export_model(state, ModelSettings(name_or_path=str(tiny_model), method="full"),
+                         AutoTokenizer.from_pretrained(base), tmp_path / "ckpt2")
+    assert load_vocab(plain) is None
 
 
 def test_word_tokens_read_a_name_the_same_everywhere(tmp_path):
