@@ -124,7 +124,8 @@ class GeneratorActor:
         torch.set_num_threads(threads)
         # a relative path is the driver's (e.g. the committed data/tiny-sql-base): actors start elsewhere
         self.model, self.tok = load_for_generation(resolve_path(model), adapter and resolve_path(adapter), device)
-        self.vocab = load_vocab(resolve_path(model))  # the base's, also with an adapter on it
+        # what the adapter's training taught (written with it), else what the model's did
+        self.vocab = (adapter and load_vocab(resolve_path(adapter))) or load_vocab(resolve_path(model))
 
     def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False,
                  rename: bool = True) -> list[dict]:

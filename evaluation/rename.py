@@ -137,26 +137,38 @@ def read_tables(ddl: str) -> list[_Table]:
 
 
 def build_vocab(contexts, min_count: int = 5) -> dict:
-    """The schema words a model trained on these DDLs saw, and its most frequent names by kind: what
-    ``plan`` renames unknown names to. ``min_count``: a word seen fewer times counts as unknown."""
+    """The schema words a model trained on rows with these DDLs saw, and its most frequent names by kind:
+    what ``plan`` renames unknown names to. Counted per row (a schema asked about in many rows is seen as
+    often); ``min_count``: a word in fewer rows counts as unknown."""
     words, tables, columns = Counter(), Counter(), {k: Counter() for k in KINDS}
-    n = 0
-    for ddl in dict.fromkeys(contexts):  # each schema once, however many rows ask about it
-        n += 1
+    rows = Counter(contexts)
+    for ddl, n in rows.items():  # each schema parsed once
         for t in read_tables(ddl):
             tw = [p for p in parts(t.name) if p not in _GENERIC]
-            words.update(parts(t.name))
+            for p in parts(t.name):
+                words[p] += n
             if tw:
-                tables[singular(tw[-1])] += 1
+                tables[singular(tw[-1])] += n
             for c in t.columns:
-                words.update(parts(c.name))
+                for p in parts(c.name):
+                    words[p] += n
                 if c.kind:
-                    columns[c.kind][" ".join(parts(c.name))] += 1
+                    columns[c.kind][" ".join(parts(c.name))] += n
     known = {w for w, k in words.items() if k >= min_count}
     top = lambda counter: [w for w, k in counter.most_common() if k >= min_count and set(w.split()) <= known]
-    return {"format": 1, "schemas": n, "min_count": min_count, "words": sorted(known),
-            "tables": [t for t in top(tables) if " " not in t],
+    return {"format": 1, "schemas": len(rows), "rows": sum(rows.values()), "min_count": min_count,
+            "words": sorted(known), "tables": [t for t in top(tables) if " " not in t],
             "columns": {k: top(columns[k]) for k in KINDS}}
+
+
+def extend_vocab(vocab: dict, contexts) -> dict:
+    """``vocab`` plus what a fine-tune on rows with these DDLs taught: its names are known afterwards (a
+    model tuned on the game database must not have `players` renamed away)."""
+    new = build_vocab(contexts, vocab.get("min_count", 5))
+    more = lambda old, add: old + [x for x in add if x not in set(old)]
+    return {**vocab, "schemas": vocab.get("schemas", 0) + new["schemas"], "rows": vocab.get("rows", 0) + new["rows"],
+            "words": sorted(set(vocab["words"]) | set(new["words"])), "tables": more(vocab["tables"], new["tables"]),
+            "columns": {k: more(vocab["columns"].get(k, []), new["columns"][k]) for k in KINDS}}
 
 
 def load_vocab(model_dir: str | Path) -> dict | None:

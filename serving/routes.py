@@ -65,8 +65,11 @@ class Routes:
         self.api_key = os.environ.get(s.api_key_env) if s.api_key_env else None
         if s.api_key_env and not self.api_key:
             raise RuntimeError(f"api_key_env={s.api_key_env} is set but that environment variable is empty")
-        # the model's schema vocabulary (evaluation.rename): /v1/sql renames names it never saw, and back
-        self.vocab = load_vocab(resolve_path(s.model)) if s.rename_names else None
+        # the schema vocabularies (evaluation.rename) of the model and of each adapter (its own training's,
+        # else the model's): /v1/sql renames the names they never saw, and back
+        base = load_vocab(resolve_path(s.model)) if s.rename_names else None
+        self.vocabs = {None: base, **{n: (load_vocab(resolve_path(p)) or base) if s.rename_names else None
+                                      for n, p in s.adapters.items()}}
 
     # -- helpers ---------------------------------------------------------------------------------
     def _authorised(self, request: Request) -> bool:
@@ -190,7 +193,8 @@ class Routes:
         self._size(body.context, "context")
         self._size(body.question, "question")
         adapter = self._adapter_for(body.adapter, "adapter")
-        renaming = plan(body.context, self.vocab) if self.vocab else None
+        vocab = self.vocabs.get(adapter)
+        renaming = plan(body.context, vocab) if vocab else None
         ddl, question = (renaming.ddl, renaming.question(body.question)) if renaming else (body.context, body.question)
         req = GenRequest(make_prompt(ddl, question), self._limit(body.max_new_tokens, "max_new_tokens"),
                          list(STOP_STRINGS), adapter, grammar=sql_grammar(ddl, question) if self.s.constrain_sql else None)

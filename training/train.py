@@ -83,9 +83,7 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
 
     d = cfg.data
     dd = load_text2sql(d.source, d.config_name)
-    train = get_split(dd, d.train_split, d.source)
-    if d.max_train_rows:
-        train = train.select(range(min(d.max_train_rows, len(train))))
+    train = _train_split(cfg, dd)
     data_hash = dataset_hash(train)
     tokenized = tokenize_split(train, tokenizer, d.max_length, "train", d.loss_on_prompt, d.bpe_dropout, cfg.train.seed)
     splits = {"train": tokenized.remove_columns(["length"]),
@@ -107,6 +105,15 @@ def _loaders(cfg: TrainConfig, tokenizer, rank: int, world: int):
                           collate_fn=collate, drop_last=(k == "train"),
                           generator=torch.Generator().manual_seed(cfg.train.seed))
             for k in splits}, samplers["train"], data_hash
+
+
+def _train_split(cfg: TrainConfig, dd=None):
+    """The rows this run trains on (``data.max_train_rows`` applied)."""
+    from sqlray.text2sql import get_split, load_text2sql
+
+    d = cfg.data
+    train = get_split(dd if dd is not None else load_text2sql(d.source, d.config_name), d.train_split, d.source)
+    return train.select(range(min(d.max_train_rows, len(train)))) if d.max_train_rows else train
 
 
 def eval_shard(ds, rank: int, world: int):
@@ -344,7 +351,7 @@ def _checkpoint_step(engine, state: TrainerState, eval_loader, rank: int, fp: di
 
 
 def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainConfig, tokenizer, fp: dict) -> None:
-    from sqlray.training.export import RUN_DTYPES, export_model
+    from sqlray.training.export import RUN_DTYPES, export_model, run_vocab
     from sqlray.training.parallelize import gather_weights
 
     eval_loss = evaluate_loss(engine, eval_loader)
@@ -355,7 +362,8 @@ def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainC
 
     def export(folder: Path) -> None:
         if rank == 0:
-            export_model(weights, cfg.model, tokenizer, folder, RUN_DTYPES[cfg.deepspeed.precision])
+            export_model(weights, cfg.model, tokenizer, folder, RUN_DTYPES[cfg.deepspeed.precision],
+                         run_vocab(cfg.model.name_or_path, _train_split(cfg)["context"]))
             (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes,
                                                              "worker_nodes": nodes}))
 

@@ -163,7 +163,9 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
         model.cuda()
     from sqlray.evaluation.rename import load_vocab
 
-    vocab = load_vocab(resolve_path(cfg.model.name_or_path)) if cfg.eval.rename_names else None
+    with checkpoint.as_directory() as d:  # the names the trial's training taught, written beside its weights
+        vocab = load_vocab(Path(d) / ("adapter" if (Path(d) / "adapter").exists() else "hf_model"))
+    vocab = vocab if cfg.eval.rename_names else None
     preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.constrain_sql, vocab)
     s = summarize([score_row(r) for r in join_predictions(rows, preds)])["all"]
     return {"val_ex": s["ex"] or 0.0, "val_em": s["em"], "val_rows": s["n"]}  # Tune compares numbers

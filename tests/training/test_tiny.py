@@ -95,22 +95,36 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
         publish_base(tmp_path / "nothing", tmp_path / "again")
 
 
-def test_an_exported_model_keeps_its_bases_schema_vocabulary(tiny_model, tmp_path):
-    """A fine-tune of a base with schema_vocab.json saw those schemas too: the merged and the full
-    exports carry the file (what the demo's scoring and `sqlray serve` of its model read)."""
+def test_an_export_knows_its_bases_schema_names_and_its_own_training_schemas(tiny_model, data_dir, tmp_path):
+    """A fine-tune of a base with schema_vocab.json writes one beside its weights (full or adapter, and the
+    merged model): the base's names plus its own training rows' (what the demo's scoring, Tune's and
+    `sqlray serve` read). A base without one gets none."""
     from sqlray.training.config import ModelSettings
-    from sqlray.training.export import export_model
+    from sqlray.training.export import export_model, merge_into, run_vocab
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model, base)
-    (base / VOCAB_FILE).write_text(json.dumps({"format": 1, "words": ["x"], "tables": [], "columns": {}}))
+    (base / VOCAB_FILE).write_text(json.dumps({"format": 1, "min_count": 5, "words": ["zebra"], "tables": ["zebra"],
+                                               "columns": {"num": ["stripes"]}}))
+    game = load_text2sql(str(data_dir))["test_unseen_db"]["context"]
+    vocab = run_vocab(str(base), game)
+    assert {"zebra", "player", "server"} <= set(vocab["words"]) and vocab["tables"][0] == "zebra"
+    assert "player" in vocab["tables"] and vocab["columns"]["num"][0] == "stripes" and "level" in vocab["columns"]["num"]
+    assert run_vocab(str(tiny_model), game) is None
     state = AutoModelForCausalLM.from_pretrained(base).state_dict()
-    out = export_model(state, ModelSettings(name_or_path=str(base), method="full"), AutoTokenizer.from_pretrained(base),
-                       tmp_path / "ckpt")
-    assert load_vocab(out) == load_vocab(base)
-    plain = export_model(state, ModelSettings(name_or_path=str(tiny_model), method="full"),
-                         AutoTokenizer.from_pretrained(base), tmp_path / "ckpt2")
-    assert load_vocab(plain) is None
+    tok = AutoTokenizer.from_pretrained(base)
+    full = export_model(state, ModelSettings(name_or_path=str(base), method="full"), tok, tmp_path / "a", vocab=vocab)
+    assert load_vocab(full) == vocab
+    assert load_vocab(export_model(state, ModelSettings(name_or_path=str(base), method="full"), tok, tmp_path / "b")) is None
+    lora = ModelSettings(name_or_path=str(base), method="lora", lora={"r": 2, "alpha": 4})
+    from peft import get_peft_model_state_dict
+
+    from sqlray.training.model import build_model
+
+    adapter_state = get_peft_model_state_dict(build_model(lora))  # what gather_weights hands export_model
+    adapter = export_model(adapter_state, lora, tok, tmp_path / "c", vocab=vocab)
+    assert load_vocab(adapter) == vocab
+    assert load_vocab(merge_into(adapter, lora, tmp_path / "merged", torch.float32)) == vocab
 
 
 def test_word_tokens_read_a_name_the_same_everywhere(tmp_path):
