@@ -123,12 +123,15 @@ class GeneratorActor:
     def __init__(self, model: str, adapter: str | None = None, threads: int = 1, device: str = "cpu"):
         torch.set_num_threads(threads)
         # a relative path is the driver's (e.g. the committed data/tiny-sql-base): actors start elsewhere
-        self.model, self.tok = load_for_generation(resolve_path(model), adapter and resolve_path(adapter), device)
-        # what the adapter's training taught (written with it), else what the model's did
-        self.vocab = (adapter and load_vocab(resolve_path(adapter))) or load_vocab(resolve_path(model))
+        self.paths = resolve_path(model), adapter and resolve_path(adapter)
+        self.model, self.tok = load_for_generation(*self.paths, device)
+        self.vocab: dict | None | bool = False  # read on the first call that renames
 
     def generate(self, rows: list[dict], max_new_tokens: int, batch_size: int, constrain: bool = False,
                  rename: bool = True) -> list[dict]:
+        if rename and self.vocab is False:  # what the adapter's training taught (written with it), else the model's
+            model, adapter = self.paths
+            self.vocab = (adapter and load_vocab(adapter)) or load_vocab(model)
         return generate_sql(self.model, self.tok, rows, max_new_tokens, batch_size, constrain,
                             self.vocab if rename else None)
 

@@ -13,6 +13,7 @@ Pure functions; the renamed DDL depends on the DDL alone, so prompts about one s
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import Counter
@@ -24,8 +25,12 @@ KINDS = ("num", "text", "label", "date")
 MAX_DDL_CHARS = 100_000  # a longer DDL is prompted as it is: its parse would cost more than it can gain
 _GENERIC = {"id", "no", "tbl", "t"}  # key and prefix parts every naming style uses
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
-_QUOTED_SPAN = re.compile(r"'[^']*'|\"[^\"]*\"")
+_PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # only such names are renamed: no quoting needed either way
+# a quoted value in a question: quotes at word edges only ("the player's level" quotes nothing)
+_QUOTED_SPAN = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)|\"[^\"\n]*\"")
 _SQL_STRING = re.compile(r"'(?:[^']|'')*'")
+_NAME_TOKENS = ("VAR", "IDENTIFIER")
+_TABLE_OPTIONS = "engine charset collate comment action cascade restrict unsigned zerofill auto_increment"
 
 
 class VocabError(ValueError):
@@ -116,7 +121,8 @@ def read_tables(ddl: str) -> list[_Table]:
             continue
         schema = st.this
         pks, fks = set(), {}
-        for e in schema.expressions:
+        for e in (x.find(exp.PrimaryKey, exp.ForeignKey) or x if isinstance(x, exp.Constraint) else x
+                  for x in schema.expressions):  # `CONSTRAINT fk FOREIGN KEY (...)` too
             if isinstance(e, exp.PrimaryKey):
                 pks |= {c.name for c in e.expressions}
             elif isinstance(e, exp.ForeignKey):
@@ -152,10 +158,12 @@ def build_vocab(contexts, min_count: int = 5) -> dict:
             for c in t.columns:
                 for p in parts(c.name):
                     words[p] += n
-                if c.kind:
+                if c.kind and parts(c.name):
                     columns[c.kind][" ".join(parts(c.name))] += n
     known = {w for w, k in words.items() if k >= min_count}
-    top = lambda counter: [w for w, k in counter.most_common() if k >= min_count and set(w.split()) <= known]
+    # candidates: known words only, none an SQL word or function itself (`order`, `year`; `order_date` is fine)
+    top = lambda counter: [w for w, k in counter.most_common() if k >= min_count and set(w.split()) <= known
+                           and "_".join(w.split()) not in reserved_words()]
     return {"format": 1, "schemas": len(rows), "rows": sum(rows.values()), "min_count": min_count,
             "words": sorted(known), "tables": [t for t in top(tables) if " " not in t],
             "columns": {k: top(columns[k]) for k in KINDS}}
@@ -180,11 +188,67 @@ def load_vocab(model_dir: str | Path) -> dict | None:
         vocab = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as e:
         raise VocabError(f"{path}: not JSON ({e})") from e
-    missing = [k for k in ("format", "words", "tables", "columns") if k not in vocab]
-    if missing or vocab.get("format") != 1 or not isinstance(vocab["columns"], dict):
-        raise VocabError(f"{path}: expected build_vocab's format 1 with words, tables and columns; "
-                         f"missing {missing or 'nothing'}, format {vocab.get('format')!r}")
+    missing = [k for k in ("format", "words", "tables", "columns") if not isinstance(vocab, dict) or k not in vocab]
+    if missing or vocab.get("format") != 1 or not isinstance(vocab["columns"], dict) or not all(
+            isinstance(x, list) and all(isinstance(w, str) for w in x)
+            for x in [vocab["words"], vocab["tables"], *vocab["columns"].values()]):
+        raise VocabError(f"{path}: expected build_vocab's format 1: an object with lists of strings 'words', "
+                         f"'tables' and 'columns' (by kind); missing {missing or 'nothing'}")
     return vocab
+
+
+@functools.cache
+def reserved_words() -> frozenset[str]:
+    """Words never renamed nor handed out: SQL keywords (every word of sqlglot's, in MySQL and SQLite), the
+    grammar's SQL words and functions, type names and MySQL table options (`engine`, `charset`)."""
+    from sqlglot.dialects import MySQL, SQLite
+    from sqlglot.tokens import Tokenizer
+
+    from sqlray.evaluation.constrain import AGGREGATES, DDL_WORDS, FUNCTIONS, SQL_WORDS
+
+    keys = {*Tokenizer.KEYWORDS, *MySQL.Tokenizer.KEYWORDS, *SQLite.Tokenizer.KEYWORDS}
+    return frozenset({w.lower() for k in keys for w in k.split()}
+                     | {k.lower() for k in keys} | {w.lower() for w in [*SQL_WORDS, *DDL_WORDS, *AGGREGATES, *FUNCTIONS]}
+                     | set(_TABLE_OPTIONS.split()))
+
+
+def _rewrite(text: str, names: dict[str, str], dialect: str, calls: bool = True) -> str | None:
+    """``text`` with every identifier token (bare or quoted) of ``names`` (matched without case) replaced;
+    string literals, keywords and, unless ``calls``, names followed by ``(`` (function calls) untouched.
+    None when the tokenizer cannot read ``text``."""
+    from sqlglot.dialects import Dialect
+
+    lookup = {k.lower(): v for k, v in names.items()}
+    try:
+        tokens = Dialect.get_or_raise(dialect).tokenize(text)
+    except Exception:  # an unterminated string, a hostile byte: the caller decides what to do instead
+        return None
+    out, last = [], 0
+    for i, t in enumerate(tokens):
+        new = lookup.get(t.text.lower()) if t.token_type.name in _NAME_TOKENS else None
+        if new is None or (not calls and i + 1 < len(tokens) and tokens[i + 1].token_type.name == "L_PAREN"):
+            continue
+        quoted = t.token_type.name == "IDENTIFIER"  # `x`, "x", [x]: the name between the quotes
+        start, end = (t.start + 1, t.end) if quoted else (t.start, t.end + 1)
+        if text[start:end].lower() != t.text.lower():
+            continue  # an escaped quote inside: leave it
+        out += [text[last:start], new]
+        last = end
+    return "".join([*out, text[last:]])
+
+
+def _swap_words(text: str, names: dict[str, str]) -> str:
+    """Fallback for SQL the tokenizer cannot read (cut off mid-string): whole ASCII words outside
+    single-quoted strings."""
+    lookup = {k.lower(): v for k, v in names.items()}
+    pattern = re.compile(r"(?<![\w])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?![\w])",
+                         re.IGNORECASE | re.ASCII)
+    sub = lambda s: pattern.sub(lambda m: lookup.get(m.group(0).lower(), m.group(0)), s)
+    out, last = [], 0
+    for m in re.finditer(r"'(?:[^']|'')*(?:'|$)", text):  # a string cut off by the token limit runs to the end
+        out += [sub(text[last:m.start()]), m.group(0)]
+        last = m.end()
+    return "".join([*out, sub(text[last:])])
 
 
 @dataclass(frozen=True)
@@ -198,11 +262,11 @@ class Renaming:
         if not self.phrases:
             return question
         alts = "|".join(re.escape(p) for p in sorted(self.phrases, key=len, reverse=True))
-        pattern = re.compile(rf"(?<![\w])(?:{alts})(?![\w])", re.IGNORECASE)
+        pattern = re.compile(rf"(?<![\w])(?:{alts})(?![\w])", re.IGNORECASE | re.ASCII)
         lower = {k.lower(): v for k, v in self.phrases.items()}
 
         def swap(m: re.Match) -> str:
-            new = lower[m.group(0).lower()]
+            new = lower.get(m.group(0).lower(), m.group(0))
             return new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new
 
         out, last = [], 0
@@ -212,37 +276,19 @@ class Renaming:
         return "".join([*out, pattern.sub(swap, question[last:])])
 
     def apply(self, sql: str) -> str:
-        """SQL over the original schema rewritten over the renamed one (string literals untouched)."""
-        return _swap(sql, self.names) if self.names else sql
+        """SQL over the original schema written over the renamed one (literals and function calls untouched)."""
+        return _rewrite(sql, self.names, "sqlite", calls=False) or _swap_words(sql, self.names)
 
     def restore(self, sql: str) -> str:
         """The model's SQL with the original names back, whatever case it wrote them in (literals untouched)."""
-        return _swap(sql, {v: k for k, v in self.names.items()}, re.IGNORECASE) if self.names else sql
+        back = {v: k for k, v in self.names.items()}
+        return _rewrite(sql, back, "sqlite", calls=False) or _swap_words(sql, back)
 
 
 def plural(word: str) -> str:
     if re.search(r"[^aeiou]y$", word):
         return word[:-1] + "ies"
     return word + "es" if re.search(r"(s|x|ch|sh)$", word) else word + "s"
-
-
-def _keywords() -> frozenset[str]:
-    from sqlglot.tokens import Tokenizer
-
-    return frozenset(k.lower() for k in Tokenizer.KEYWORDS)
-
-
-def _swap(text: str, names: dict[str, str], flags: int = 0) -> str:
-    """``text`` with each whole identifier of ``names`` replaced, single-quoted strings untouched."""
-    lookup = {(k.lower() if flags else k): v for k, v in names.items()}
-    pattern = re.compile(r"(?<![\w])(" + "|".join(map(re.escape, sorted(names, key=len, reverse=True))) + r")(?![\w])",
-                         flags)
-    sub = lambda s: pattern.sub(lambda m: lookup[m.group(0).lower() if flags else m.group(0)], s)
-    out, last = [], 0
-    for s in _SQL_STRING.finditer(text):
-        out += [sub(text[last:s.start()]), s.group(0)]
-        last = s.end()
-    return "".join([*out, sub(text[last:])])
 
 
 class _Picker:
@@ -252,61 +298,86 @@ class _Picker:
         self.names = {n.lower() for t in tables for n in [t.name, *(c.name for c in t.columns)]}
         self.words = {w for t in tables for w in parts(t.name)}
 
-    def table(self, vocab: dict) -> str | None:
+    def take(self, name: str) -> bool:
+        """Claim ``name`` (False if the schema or an earlier pick has it, or SQL reserves it)."""
+        if name.lower() in self.names or name.lower() in reserved_words():
+            return False
+        self.names.add(name.lower())
+        return True
+
+    def table(self, vocab: dict, like: str, many: bool) -> str | None:
         for w in vocab["tables"]:
-            if w not in self.words and plural(w) not in self.words:
+            if w in self.words or plural(w) in self.words or {w, plural(w)} & self.names:
+                continue
+            if self.take(render([plural(w) if many else w], like)):
                 self.words |= {w, plural(w)}
+                self.names |= {w, plural(w)}  # a later column never takes the table's word either
                 return w
         return None
 
     def column(self, vocab: dict, kind: str, like: str) -> str | None:
         for kind_ in ([kind, "text"] if kind == "label" else [kind]):
             for phrase in vocab["columns"].get(kind_, []):
-                name = render(phrase.split(), like)
-                if name.lower() not in self.names and not set(phrase.split()) & self.words:
-                    self.names.add(name.lower())
+                if phrase and not set(phrase.split()) & self.words and self.take(render(phrase.split(), like)):
                     return phrase
         return None
 
 
+def _unknown(name: str, known: set[str]) -> bool:
+    words = [p for p in parts(name) if not p.isdigit()]
+    return bool(_PLAIN.fullmatch(name)) and name.lower() not in reserved_words() and not set(words) <= known
+
+
+def _phrases(*pairs: tuple[str, str]) -> dict[str, str]:
+    """Question wordings worth replacing: three letters or more, not a number."""
+    return {old: new for old, new in pairs if len(old) >= 3 and not old.isdigit()}
+
+
 def plan(ddl: str, vocab: dict) -> Renaming | None:
     """How to rename ``ddl``'s unknown tables and columns for a model with ``vocab``; None when every name
-    is known, the DDL is unreadable (then it is prompted as it is) or longer than MAX_DDL_CHARS."""
+    is known, or the DDL is unreadable or longer than MAX_DDL_CHARS (then it is prompted as it is)."""
     if not ddl or len(ddl) > MAX_DDL_CHARS:
         return None
     tables = read_tables(ddl)
-    known, keywords = set(vocab["words"]) | _GENERIC, _keywords()
-    unknown = lambda name: name.lower() not in keywords and not set(parts(name)) <= known
+    known = set(vocab["words"]) | _GENERIC
     pick, names, phrases, words = _Picker(tables), {}, {}, {}
     for t in tables:
-        tw = [p for p in parts(t.name) if p not in _GENERIC]
-        if not tw or not unknown(t.name) or t.name in names:
+        tw = [p for p in parts(t.name) if p not in _GENERIC and not p.isdigit()]
+        if not tw or not _unknown(t.name, known) or t.name.lower() in {n.lower() for n in names}:
             continue
-        new = pick.table(vocab)
+        many = _is_plural(tw[-1])
+        new = pick.table(vocab, t.name, many)
         if new is None:
             break
-        old = singular(tw[-1])
-        names[t.name] = render([plural(new) if _is_plural(tw[-1]) else new], t.name)
-        words[old] = new
-        phrases |= {old: new, plural(old): plural(new), tw[-1]: plural(new) if _is_plural(tw[-1]) else new}
-        if len(tw) > 1:
-            phrases[" ".join(tw)] = plural(new) if _is_plural(tw[-1]) else new
+        old, wording = singular(tw[-1]), plural(new) if many else new
+        names[t.name], words[old] = render([wording], t.name), new
+        phrases |= _phrases((old, new), (plural(old), plural(new)), (tw[-1], wording), (" ".join(tw), wording),
+                            (t.name, wording))
     for t in tables:
         for c in t.columns:
-            if c.name in names or not unknown(c.name):
+            if c.name.lower() in {n.lower() for n in names} or not _unknown(c.name, known):
                 continue
             ps = parts(c.name)
-            if c.kind is None:  # a key: it follows its table (player_id -> doctor_id), or stays
+            if c.kind is None:  # a key: it follows its table (player_id -> customer_id), or stays
                 new_parts = [words.get(p, words.get(singular(p), p)) for p in ps]
-                if new_parts != ps and (name := render(new_parts, c.name)).lower() not in pick.names:
+                if new_parts != ps and pick.take(name := render(new_parts, c.name)):
                     names[c.name] = name
-                    pick.names.add(name.lower())
                 continue
             phrase = pick.column(vocab, c.kind, c.name)
-            if phrase is None:
-                continue
-            names[c.name] = render(phrase.split(), c.name)
-            phrases |= {" ".join(ps): phrase, c.name: phrase}
+            if phrase is not None:
+                names[c.name] = render(phrase.split(), c.name)
+                phrases |= _phrases((" ".join(ps), phrase), (c.name, phrase))
+    return _checked(ddl, tables, names, phrases)
+
+
+def _checked(ddl: str, tables: list[_Table], names: dict[str, str], phrases: dict[str, str]) -> Renaming | None:
+    """The renaming, if the rewritten DDL reads back as exactly the renamed schema (else: prompt as is)."""
     if not names:
         return None
-    return Renaming(_swap(ddl, names), names, phrases)
+    lower = {k.lower(): v for k, v in names.items()}
+    want = [(lower.get(t.name.lower(), t.name), [lower.get(c.name.lower(), c.name) for c in t.columns]) for t in tables]
+    for dialect in ("mysql", "sqlite"):  # as read_tables reads it; "x" is a string to MySQL, a name to SQLite
+        new_ddl = _rewrite(ddl, names, dialect)
+        if new_ddl is not None and [(t.name, [c.name for c in t.columns]) for t in read_tables(new_ddl)] == want:
+            return Renaming(new_ddl, names, phrases)
+    return None

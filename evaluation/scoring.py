@@ -77,7 +77,9 @@ def join_predictions(rows: list[dict], preds: list[dict]) -> list[dict]:
     missing = [r["id"] for r in rows if r["id"] not in by_id]
     if missing:
         raise ScoreError(f"{len(missing)} rows have no prediction (first ids: {missing[:5]})")
-    return [{**r, "prediction": by_id[r["id"]]["prediction"], "raw": by_id[r["id"]].get("raw")} for r in rows]
+    keep = ("prediction", "raw", "renamed")  # renamed: names the prompt renamed (evaluation.rename)
+    return [{**{k: v for k, v in r.items() if k not in keep}, "raw": None, "prediction": by_id[r["id"]]["prediction"],
+             **{k: v for k, v in by_id[r["id"]].items() if k in keep}} for r in rows]
 
 
 def summarize(scored: list[dict], by: str | None = None) -> dict[str, dict[str, Any]]:

@@ -5,10 +5,12 @@ provides ``_run`` (generate a list of requests), ``_pieces`` (stream one) and ``
 Every failure a client can cause is a JSON error with a status below 500; the process never exits on one.
 """
 
+import asyncio
 import hmac
 import logging
 import os
 import time
+from collections import OrderedDict
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -16,6 +18,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+PLAN_CACHE = 64  # DDLs whose renaming a replica keeps (the prefix cache's size)
 
 from sqlray.core import resolve_path
 from sqlray.evaluation.constrain import sql_grammar
@@ -70,8 +73,29 @@ class Routes:
         base = load_vocab(resolve_path(s.model)) if s.rename_names else None
         self.vocabs = {None: base, **{n: (load_vocab(resolve_path(p)) or base) if s.rename_names else None
                                       for n, p in s.adapters.items()}}
+        self._plans: OrderedDict = OrderedDict()  # (adapter, DDL) -> its renaming: LRU, PLAN_CACHE entries
 
     # -- helpers ---------------------------------------------------------------------------------
+    async def _renaming(self, ddl: str, adapter: str | None):
+        """The DDL's renaming for this model or adapter (evaluation.rename), cached per DDL; None when it
+        needs none or cannot be read: a failure here prompts the DDL as it is, never fails the request."""
+        vocab = self.vocabs.get(adapter)
+        if not vocab:
+            return None
+        key = (adapter, ddl)
+        if key in self._plans:
+            self._plans.move_to_end(key)
+            return self._plans[key]
+        try:  # up to ~1 s for a 20,000-character DDL: off the event loop
+            renaming = await asyncio.to_thread(plan, ddl, vocab)
+        except Exception:
+            log.exception("renaming the DDL failed; prompting it as it is")
+            renaming = None
+        self._plans[key] = renaming
+        if len(self._plans) > PLAN_CACHE:
+            self._plans.popitem(last=False)
+        return renaming
+
     def _authorised(self, request: Request) -> bool:
         if self.api_key is None:
             return True
@@ -193,8 +217,7 @@ class Routes:
         self._size(body.context, "context")
         self._size(body.question, "question")
         adapter = self._adapter_for(body.adapter, "adapter")
-        vocab = self.vocabs.get(adapter)
-        renaming = plan(body.context, vocab) if vocab else None
+        renaming = await self._renaming(body.context, adapter)
         ddl, question = (renaming.ddl, renaming.question(body.question)) if renaming else (body.context, body.question)
         req = GenRequest(make_prompt(ddl, question), self._limit(body.max_new_tokens, "max_new_tokens"),
                          list(STOP_STRINGS), adapter, grammar=sql_grammar(ddl, question) if self.s.constrain_sql else None)

@@ -49,6 +49,9 @@ def _cmd_model(args) -> None:
     if args.kind == "vocab":
         from sqlray.training.tiny import write_vocab
 
+        if args.data is None:
+            raise ConfigError("model vocab: --data is required: the dataset the model at --out was trained on "
+                              "(for the committed base: .cache/text2sql-base, made by `sqlray data base`)")
         print(json.dumps(write_vocab(args.data, args.out)))
         return
     if args.kind == "publish":
@@ -60,7 +63,8 @@ def _cmd_model(args) -> None:
         return
     from sqlray.training.tiny import make_tiny_model
 
-    path = make_tiny_model(args.out, data=args.data, vocab_size=args.vocab_size, hidden=args.hidden, layers=args.layers)
+    path = make_tiny_model(args.out, data=args.data or "data/text2sql", vocab_size=args.vocab_size, hidden=args.hidden,
+                           layers=args.layers)
     print(path)
 
 
@@ -120,7 +124,7 @@ def add_commands(sub) -> None:
     m.add_argument("--out", required=True)
     m.add_argument("--run", help="publish: the run folder (e.g. runs/tiny-base)")
     m.add_argument("--model", default="data/tiny-sql-base", help="words: the model folder to extend")
-    m.add_argument("--data", default="data/text2sql", help="tiny: the dataset whose training split trains the "
+    m.add_argument("--data", help="tiny: the dataset whose training split trains the "
                    "tokenizer; vocab: the dataset the model was trained on")
     m.add_argument("--vocab-size", type=int, default=2048)
     m.add_argument("--hidden", type=int, default=128)

@@ -3,16 +3,18 @@
 made once, by the driver, in the run's dtype (``merge_into``)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from sqlray.core import atomic_write_json
-from sqlray.evaluation.rename import VOCAB_FILE, extend_vocab, load_vocab
+from sqlray.evaluation.rename import VOCAB_FILE, VocabError, extend_vocab, load_vocab
 from sqlray.training.config import ModelSettings
 from sqlray.training.model import merge_adapter, peft_config
 
+log = logging.getLogger(__name__)
 RUN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -64,7 +66,12 @@ def merge_into(adapter_dir: Path, cfg: ModelSettings, target: Path, dtype: torch
 
 
 def run_vocab(base: str, contexts) -> dict | None:
-    """The schema names a fine-tune of ``base`` on rows with these DDLs knows: the base's vocabulary
-    (evaluation.rename) extended with them; None for a base without one (a hub model, a random tiny one)."""
-    vocab = load_vocab(base)
-    return extend_vocab(vocab, contexts) if vocab is not None else None
+    """The schema names a fine-tune of ``base`` on rows with these DDLs (a list, or a function giving one)
+    knows: the base's vocabulary (evaluation.rename) extended with them; None for a base without one (a hub
+    model, a random tiny one) or with an unreadable one (logged: the trained weights matter more)."""
+    try:
+        vocab = load_vocab(base)
+    except VocabError as e:
+        log.warning("not writing a schema vocabulary: %s", e)
+        return None
+    return extend_vocab(vocab, contexts() if callable(contexts) else contexts) if vocab is not None else None

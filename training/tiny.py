@@ -153,7 +153,8 @@ def publish_base(run: str | Path, out: str | Path) -> Path:
     def make(tmp: Path) -> None:
         shutil.copytree(run / "model", tmp)
         atomic_write_json(tmp / BASE_CARD, card)
-        atomic_write_json(tmp / VOCAB_FILE, build_vocab(splits["train"]["context"]))  # names it knows
+        if not (tmp / VOCAB_FILE).exists():  # a run from a base with one wrote its own (base's + its rows')
+            atomic_write_json(tmp / VOCAB_FILE, build_vocab(splits["train"]["context"]))  # names it knows
 
     replace_dir(out, make)
     return out

@@ -363,7 +363,7 @@ def _final_step(engine, state: TrainerState, eval_loader, rank: int, cfg: TrainC
     def export(folder: Path) -> None:
         if rank == 0:
             export_model(weights, cfg.model, tokenizer, folder, RUN_DTYPES[cfg.deepspeed.precision],
-                         run_vocab(cfg.model.name_or_path, _train_split(cfg)["context"]))
+                         run_vocab(cfg.model.name_or_path, lambda: _train_split(cfg)["context"]))
             (folder / "history.json").write_text(json.dumps({"history": state.history, "resumes": state.resumes,
                                                              "worker_nodes": nodes}))
 

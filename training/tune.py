@@ -153,19 +153,18 @@ def score_checkpoint(checkpoint, cfg_json: dict, max_rows: int) -> dict:
     split = get_split(load_text2sql(resolve_path(cfg.data.source), cfg.data.config_name), cfg.data.eval_split,
                       cfg.data.source)
     rows = [{**r, "id": i} for i, r in enumerate(split.select(range(min(max_rows, len(split)))))]
+    from sqlray.evaluation.rename import load_vocab
+
     with checkpoint.as_directory() as d:
         adapter = Path(d) / "adapter"
+        # the schema names the trial's training taught, written beside its weights (evaluation.rename)
+        vocab = load_vocab(adapter if adapter.exists() else Path(d) / "hf_model") if cfg.eval.rename_names else None
         if adapter.exists():
             model, tok = load_for_generation(resolve_path(cfg.model.name_or_path), adapter=str(adapter))
         else:
             model, tok = load_for_generation(str(Path(d) / "hf_model"))
     if torch.cuda.is_available():
         model.cuda()
-    from sqlray.evaluation.rename import load_vocab
-
-    with checkpoint.as_directory() as d:  # the names the trial's training taught, written beside its weights
-        vocab = load_vocab(Path(d) / ("adapter" if (Path(d) / "adapter").exists() else "hf_model"))
-    vocab = vocab if cfg.eval.rename_names else None
     preds = generate_sql(model, tok, rows, cfg.eval.max_new_tokens, cfg.eval.batch_size, cfg.eval.constrain_sql, vocab)
     s = summarize([score_row(r) for r in join_predictions(rows, preds)])["all"]
     return {"val_ex": s["ex"] or 0.0, "val_em": s["em"], "val_rows": s["n"]}  # Tune compares numbers

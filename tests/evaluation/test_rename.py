@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import sqlglot
 
-from sqlray.evaluation.rename import VOCAB_FILE, VocabError, build_vocab, load_vocab, parts, plan, render, singular
+from sqlray.evaluation.rename import (VOCAB_FILE, VocabError, build_vocab, load_vocab, parts, plan, render,
+                                      reserved_words, singular)
 from sqlray.text2sql import load_text2sql
 
 REPO = Path(__file__).resolve().parents[2]
@@ -94,7 +95,8 @@ def test_question_mentions_are_renamed_and_quoted_values_kept(vocab, game):
     plural = new["players"]
     assert q.startswith(plural.capitalize() + " whose " + new["username"])
     assert "'players'" in q and '"server"' in q and q.endswith(f"how many {plural}?")
-    assert r.question("서버별 플레이어의 레벨 최대를 구해줘.") == "서버별 플레이어의 레벨 최대를 구해줘."
+    # an apostrophe is no quote; short words and numbers are never mentions
+    assert r.question("each player's level") == f"each {singular(plural)}'s {new['level']}"
 
 
 def test_restore_leaves_string_literals_and_other_words_alone(vocab, game):
@@ -133,6 +135,10 @@ def test_vocab_file_errors_name_the_file_and_what_was_expected(tmp_path):
     (tmp_path / VOCAB_FILE).write_text(json.dumps({"format": 1, "words": []}))
     with pytest.raises(VocabError, match="tables"):
         load_vocab(tmp_path)
+    for bad in ([], {"format": 1, "words": [1], "tables": [], "columns": {}}):
+        (tmp_path / VOCAB_FILE).write_text(json.dumps(bad))
+        with pytest.raises(VocabError, match="lists of strings"):
+            load_vocab(tmp_path)
 
 
 def test_committed_base_carries_its_vocabulary(vocab):
@@ -170,3 +176,36 @@ def test_a_model_tuned_on_a_schema_keeps_its_names(vocab, game, splits):
     tuned = extend_vocab(vocab, [r["context"] for r in game])
     assert plan(game[0]["context"], tuned) is None and plan(game[0]["context"], vocab) is not None
     assert tuned["tables"][:len(vocab["tables"])] == vocab["tables"]  # the base's names keep their order
+
+
+def test_sql_words_keywords_and_quoted_names_stay_as_they_are(vocab):
+    """Regressions: table options and lower-case keywords are not names; a new name is never an SQL word nor
+    a name the schema already has; names that need quoting are not renamed; CONSTRAINT-wrapped keys follow
+    their table; a table written in two cases is one table."""
+    ddl = ("create table cars (car_id int primary key, engine varchar(20), key varchar(10), zorp int, "
+           "foreign key (car_id) references cars(car_id) on delete no action) engine=innodb")
+    r = plan(ddl, vocab)
+    assert "engine" not in r.names and "key" not in r.names and "zorp" in r.names
+    assert r.ddl.endswith("on delete no action) engine=innodb") and "primary key" in r.ddl
+    assert not {v.lower() for v in r.names.values()} & reserved_words()
+    r = plan("CREATE TABLE players (player_id INT PRIMARY KEY, customers INT, customer INT)", vocab)
+    assert r.names["players"].lower() not in {"customers", "customer"}
+    assert r.restore(f"SELECT customers FROM {r.names['players']}") == "SELECT customers FROM players"
+    r = plan("CREATE TABLE `zq-x` (`player name` INT, `1abc` INT, zorp INT)", vocab)
+    assert set(r.names) == {"zorp"}
+    ddl = ("CREATE TABLE Players (player_id INT PRIMARY KEY, level INT); CREATE TABLE matches (match_id INT PRIMARY "
+           "KEY, player_id INT, CONSTRAINT fk FOREIGN KEY (player_id) REFERENCES players(player_id))")
+    r = plan(ddl, vocab)
+    assert r.names["player_id"] == f"{singular(r.names['Players'].lower())}_id"
+    assert f"REFERENCES {r.names['Players']}({r.names['player_id']})" in r.ddl
+    r = plan("CREATE TABLE table1 (id INT PRIMARY KEY, zork INT)", vocab)
+    assert r.question("Rows of table1 with zork above 1 or 2.5?").endswith("above 1 or 2.5?")
+
+
+def test_restore_keeps_keywords_functions_and_odd_text_intact(vocab, game):
+    r = plan(game[0]["context"], vocab)
+    t, c = r.names["players"], r.names["level"]
+    assert r.restore(f"SELECT {c} FROM {t} ORDER BY {c} DESC LIMIT 1") == "SELECT level FROM players ORDER BY level DESC LIMIT 1"
+    assert r.restore(f"SELECT {c} FROM {t} WHERE {c} = '{t}") == f"SELECT level FROM players WHERE level = '{t}"  # cut off
+    assert r.restore("SELECT \u017ftatus FROM cu\u017ftomers") == "SELECT \u017ftatus FROM cu\u017ftomers"
+    assert r.question("how many \u017ferver?") == "how many \u017ferver?"
