@@ -67,7 +67,7 @@ def test_seeds_repeat_a_configuration_and_the_same_seed_reproduces_it(trained_ba
 
 def test_crashing_trial_is_reported_and_the_search_goes_on(trained_base, data_dir, tmp_path):
     cfg = load_tune_config(None, _tune_overrides(trained_base, data_dir, tmp_path, "crash", "search.rank=[0, 4]",
-                                                 "search.learning_rate=[3e-3, 3e-3]", "train.train.max_steps=3"))
+                                                 "search.learning_rate=[3e-3]", "train.train.max_steps=3"))  # 2 trials
     rows = json.loads((run_tune(cfg) / "results.json").read_text())
     by_rank = {r["rank"]: r for r in rows}
     assert by_rank[0]["status"] == "error" and "r" in by_rank[0]["error"]
