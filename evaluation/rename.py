@@ -135,7 +135,10 @@ def read_tables(ddl: str) -> list[_Table]:
                 continue
             pk = e.name in pks or any(isinstance(c.args.get("kind"), exp.PrimaryKeyColumnConstraint)
                                       for c in e.constraints)
-            kind = _kind(e, pk, e.name in fks, not seen_text)
+            # a key also by an inline REFERENCES, or by its name (`player_id`, `teamNo`) where none is declared
+            fk = e.name in fks or any(isinstance(c.args.get("kind"), exp.Reference) for c in e.constraints) \
+                or parts(e.name)[-1:] in (["id"], ["no"])
+            kind = _kind(e, pk, fk, not seen_text)
             seen_text |= kind in ("text", "label")
             table.columns.append(_Column(e.name, kind, fks.get(e.name)))
         tables.append(table)
@@ -350,9 +353,11 @@ def plan(ddl: str, vocab: dict) -> Renaming | None:
         if new is None:
             break
         old, wording = singular(tw[-1]), plural(new) if many else new
-        names[t.name], words[old] = render([wording], t.name), new
-        phrases |= _phrases((old, new), (plural(old), plural(new)), (tw[-1], wording), (" ".join(tw), wording),
-                            (t.name, wording))
+        names[t.name] = render([wording], t.name)
+        phrases |= _phrases((" ".join(tw), wording), (t.name, wording))
+        if tw[-1] not in known and old not in known:  # its last word alone, only if that word is new too
+            words[old] = new
+            phrases |= _phrases((old, new), (plural(old), plural(new)), (tw[-1], wording))
     for t in tables:
         for c in t.columns:
             if c.name.lower() in {n.lower() for n in names} or not _unknown(c.name, known):

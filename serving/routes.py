@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 PLAN_CACHE = 64  # DDLs whose renaming a replica keeps (the prefix cache's size)
+_PLANNER = ThreadPoolExecutor(1, thread_name_prefix="sqlray-rename")  # never the pool generation runs on
 
 from sqlray.core import resolve_path
 from sqlray.evaluation.constrain import sql_grammar
@@ -86,8 +88,8 @@ class Routes:
         if key in self._plans:
             self._plans.move_to_end(key)
             return self._plans[key]
-        try:  # up to ~1 s for a 20,000-character DDL: off the event loop
-            renaming = await asyncio.to_thread(plan, ddl, vocab)
+        try:  # up to ~1 s for a 20,000-character DDL: off the event loop, on one thread of its own
+            renaming = await asyncio.get_running_loop().run_in_executor(_PLANNER, plan, ddl, vocab)
         except Exception:
             log.exception("renaming the DDL failed; prompting it as it is")
             renaming = None
@@ -220,7 +222,8 @@ class Routes:
         renaming = await self._renaming(body.context, adapter)
         ddl, question = (renaming.ddl, renaming.question(body.question)) if renaming else (body.context, body.question)
         req = GenRequest(make_prompt(ddl, question), self._limit(body.max_new_tokens, "max_new_tokens"),
-                         list(STOP_STRINGS), adapter, grammar=sql_grammar(ddl, question) if self.s.constrain_sql else None)
+                         list(STOP_STRINGS), adapter,
+                         grammar=sql_grammar(ddl, question) if self.s.constrain_sql else None)
         (res,) = await self._generate([req])
         sql = extract_sql(res.text)
         sql = renaming.restore(sql) if renaming else sql

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from sqlray.core import atomic_write_json
-from sqlray.evaluation.rename import VOCAB_FILE, VocabError, extend_vocab, load_vocab
+from sqlray.evaluation.rename import VOCAB_FILE, extend_vocab, load_vocab
 from sqlray.training.config import ModelSettings
 from sqlray.training.model import merge_adapter, peft_config
 
@@ -71,7 +71,7 @@ def run_vocab(base: str, contexts) -> dict | None:
     model, a random tiny one) or with an unreadable one (logged: the trained weights matter more)."""
     try:
         vocab = load_vocab(base)
-    except VocabError as e:
-        log.warning("not writing a schema vocabulary: %s", e)
+        return extend_vocab(vocab, contexts() if callable(contexts) else contexts) if vocab is not None else None
+    except Exception as e:  # VocabError, a field of the wrong type, the dataset unreadable now: log, keep the run
+        log.warning("not writing a schema vocabulary: %s: %s", type(e).__name__, e)
         return None
-    return extend_vocab(vocab, contexts() if callable(contexts) else contexts) if vocab is not None else None

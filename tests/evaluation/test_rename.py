@@ -209,3 +209,14 @@ def test_restore_keeps_keywords_functions_and_odd_text_intact(vocab, game):
     assert r.restore(f"SELECT {c} FROM {t} WHERE {c} = '{t}") == f"SELECT level FROM players WHERE level = '{t}"  # cut off
     assert r.restore("SELECT \u017ftatus FROM cu\u017ftomers") == "SELECT \u017ftatus FROM cu\u017ftomers"
     assert r.question("how many \u017ferver?") == "how many \u017ferver?"
+
+
+def test_inline_references_and_key_names_follow_their_table_and_known_words_stay(vocab):
+    ddl = ("CREATE TABLE matches (match_id INT PRIMARY KEY, player_id INT REFERENCES players(player_id));\n"
+           "CREATE TABLE players (player_id INT PRIMARY KEY, level INT)")
+    r = plan(ddl, vocab)
+    players = singular(r.names["players"])
+    assert r.names["player_id"] == f"{players}_id" and f"REFERENCES {r.names['players']}({players}_id)" in r.ddl
+    r = plan("CREATE TABLE player_scores (id INT PRIMARY KEY, zork INT); CREATE TABLE orders (id INT, score INT)", vocab)
+    assert r.question("Which order has the highest score in player scores?") == \
+        f"Which order has the highest score in {r.names['player_scores']}?"  # `score` is a training word: kept
