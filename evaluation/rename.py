@@ -321,7 +321,8 @@ class _Picker:
     def column(self, vocab: dict, kind: str, like: str) -> str | None:
         for kind_ in ([kind, "text"] if kind == "label" else [kind]):
             for phrase in vocab["columns"].get(kind_, []):
-                if phrase and not set(phrase.split()) & self.words and self.take(render(phrase.split(), like)):
+                ws = phrase.split()  # a blank entry (a hand-edited file) is skipped
+                if ws and not set(ws) & self.words and self.take(render(ws, like)):
                     return phrase
         return None
 
