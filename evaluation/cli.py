@@ -22,6 +22,7 @@ def with_ids(rows: list[dict]) -> list[dict]:
 
 def _cmd_generate(args) -> None:
     from sqlray.evaluation.generate import generate_via_endpoint, generate_with_actors
+    from sqlray.evaluation.scoring import join_predictions
     from sqlray.text2sql import get_split, load_text2sql
 
     rows = with_ids(list(get_split(load_text2sql(args.data, args.data_config), args.split, args.data)))[: args.max_rows]
@@ -38,10 +39,7 @@ def _cmd_generate(args) -> None:
         preds = generate_with_actors(args.model, rows, args.adapter, args.num_actors, args.max_new_tokens, args.batch_size,
                                      constrain=args.constrain is not False, use_gpu=args.gpu,
                                      rename=args.rename is not False)
-    by_id = {p["id"]: p for p in preds}
-    keep = ("prediction", "raw", "renamed")  # "renamed": names the prompt renamed (evaluation.rename)
-    atomic_write_jsonl(args.out, [{**r, "split": args.split, **{k: v for k, v in by_id[r["id"]].items() if k in keep}}
-                                  for r in rows])
+    atomic_write_jsonl(args.out, [{**r, "split": args.split} for r in join_predictions(rows, preds)])
     print(args.out)
 
 

@@ -28,7 +28,6 @@ _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # only such names are renamed: no quoting needed either way
 # a quoted value in a question: quotes at word edges only ("the player's level" quotes nothing)
 _QUOTED_SPAN = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)|\"[^\"\n]*\"")
-_SQL_STRING = re.compile(r"'(?:[^']|'')*'")
 _NAME_TOKENS = ("VAR", "IDENTIFIER")
 _TABLE_OPTIONS = "engine charset collate comment action cascade restrict unsigned zerofill auto_increment"
 
@@ -78,7 +77,6 @@ def _is_plural(word: str) -> bool:
 class _Column:
     name: str
     kind: str | None  # None: a key (primary or foreign), renamed only with its table
-    ref: str | None = None  # the table a foreign key points at
 
 
 @dataclass
@@ -120,15 +118,13 @@ def read_tables(ddl: str) -> list[_Table]:
         if not isinstance(st, exp.Create) or not isinstance(st.this, exp.Schema):
             continue
         schema = st.this
-        pks, fks = set(), {}
+        pks, fks = set(), set()
         for e in (x.find(exp.PrimaryKey, exp.ForeignKey) or x if isinstance(x, exp.Constraint) else x
                   for x in schema.expressions):  # `CONSTRAINT fk FOREIGN KEY (...)` too
             if isinstance(e, exp.PrimaryKey):
                 pks |= {c.name for c in e.expressions}
             elif isinstance(e, exp.ForeignKey):
-                ref = e.args.get("reference")
-                target = ref.find(exp.Table) if ref is not None else None
-                fks.update({c.name: target.name if target is not None else None for c in e.expressions})
+                fks |= {c.name for c in e.expressions}
         table, seen_text = _Table(schema.this.name), False
         for e in schema.expressions:
             if not isinstance(e, exp.ColumnDef):
@@ -140,7 +136,7 @@ def read_tables(ddl: str) -> list[_Table]:
                 or parts(e.name)[-1:] in (["id"], ["no"])
             kind = _kind(e, pk, fk, not seen_text)
             seen_text |= kind in ("text", "label")
-            table.columns.append(_Column(e.name, kind, fks.get(e.name)))
+            table.columns.append(_Column(e.name, kind))
         tables.append(table)
     return tables
 
