@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -66,6 +67,17 @@ def strip(site: Path) -> None:
     subprocess.run(["strip", "--strip-unneeded", *map(str, bins)], check=False, capture_output=True)
 
 
+def unzip_keeping_modes(whl: Path, dest: Path) -> None:
+    """Unpack a wheel with its files' permission bits: zipfile (and shutil.unpack_archive) drops them, and
+    Ray's gcs_server and raylet then fail to start there with 'Permission denied' (seen on an H200)."""
+    with zipfile.ZipFile(whl) as z:
+        for info in z.infolist():
+            path = Path(z.extract(info, dest))
+            mode = (info.external_attr >> 16) & 0o777
+            if mode and not info.is_dir():
+                path.chmod(mode)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--have", type=Path, required=True, help="the image's `pip list` (or one name a line)")
@@ -93,7 +105,7 @@ def main() -> None:
                 continue
             subprocess.run(pip + [f"{name}=={version}"], check=True)
         for whl in wheels.glob("*.whl"):
-            shutil.unpack_archive(whl, site, format="zip")
+            unzip_keeping_modes(whl, site)
         strip(site)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(f"tar -C {shlex.quote(str(site))} -cf - . | xz -T0 -6 > {shlex.quote(str(args.out))}",
