@@ -27,12 +27,15 @@ def trained_base():
 
 def _tune_overrides(base, data_dir, storage, name, *extra):
     # Relative paths, as in the shipped configs: trials run in Tune's own folders and must still find them.
+    # One worker a trial: two trials run side by side on the 2 test CPUs (a search takes about half the
+    # time); the crash test keeps two workers a trial, and test_distributed covers data parallelism.
     game = os.path.relpath(data_dir.parent / "text2sql-game")
     return [f"name={name}", f"storage_path={storage}", "searcher=grid", "num_samples=1",
             f"train.model.name_or_path={os.path.relpath(base)}", "train.model.method=lora", f"train.data.source={game}",
             "train.data.max_length=512", "train.train.micro_batch_size=4", "train.train.max_steps=12",
             "train.train.eval_every_steps=3", "train.train.log_every_steps=3", "train.train.warmup_ratio=0",
-            "train.run.max_failures=0", "train.scaling.cpus_per_worker=0.9", "search.alpha_multiple=[2]", *extra]
+            "train.run.max_failures=0", "train.scaling.num_workers=1", "train.scaling.cpus_per_worker=0.9",
+            "search.alpha_multiple=[2]", *extra]
 
 
 def test_asha_stops_weak_trials_and_writes_outputs(trained_base, data_dir, tmp_path):
@@ -67,7 +70,8 @@ def test_seeds_repeat_a_configuration_and_the_same_seed_reproduces_it(trained_ba
 
 def test_crashing_trial_is_reported_and_the_search_goes_on(trained_base, data_dir, tmp_path):
     cfg = load_tune_config(None, _tune_overrides(trained_base, data_dir, tmp_path, "crash", "search.rank=[0, 4]",
-                                                 "search.learning_rate=[3e-3]", "train.train.max_steps=3"))  # 2 trials
+                                                 "search.learning_rate=[3e-3]", "train.train.max_steps=3",
+                                                 "train.scaling.num_workers=2"))  # 2 trials of 2 workers
     rows = json.loads((run_tune(cfg) / "results.json").read_text())
     by_rank = {r["rank"]: r for r in rows}
     assert by_rank[0]["status"] == "error" and "r" in by_rank[0]["error"]
