@@ -18,6 +18,7 @@ import importlib.metadata as md
 import re
 import shlex
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -73,9 +74,9 @@ def unzip_keeping_modes(whl: Path, dest: Path) -> None:
     with zipfile.ZipFile(whl) as z:
         for info in z.infolist():
             path = Path(z.extract(info, dest))
-            mode = (info.external_attr >> 16) & 0o777
-            if mode and not info.is_dir():
-                path.chmod(mode)
+            mode = info.external_attr >> 16
+            if mode & 0o777 and not info.is_dir() and not stat.S_ISLNK(mode):
+                path.chmod(mode & 0o777 | stat.S_IWUSR)  # writable: a later wheel may share a path
 
 
 def main() -> None:

@@ -11,7 +11,8 @@ DATA = REPO / "data" / "text2sql"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 # Ray Train's controller polls its workers every 2 s by default: each run then waits up to 2 s to see them
-# finish. Ray's processes inherit this from the test process (~1 s a run, over ~40 runs).
+# finish. Ray Train passes this variable on to its controller from the process that calls fit() (its
+# ENV_VARS_TO_PROPAGATE); Tune's trials inherit it from the raylet this process starts. ~1 s a run.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 from sqlray.serving.cli import use_haproxy_ingress  # noqa: E402
