@@ -14,6 +14,9 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 # finish. Ray Train passes this variable on to its controller from the process that calls fit() (its
 # ENV_VARS_TO_PROPAGATE); Tune's trials inherit it from the raylet this process starts. ~1 s a run.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
+# Its spot-preemption watcher is one more actor process a run (a few seconds of start-up on 2 cores) that
+# watches for cloud node preemption, which a test machine never has.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 from sqlray.serving.cli import use_haproxy_ingress  # noqa: E402
 
