@@ -30,8 +30,9 @@ def test_cli_and_a_ray_train_run_use_sqlrays_code_from_a_shadowing_folder(tmp_pa
     assert est.returncode == 0, est.stderr
     assert "total per GPU" in est.stdout
     run = subprocess.run([sys.executable, "-m", "sqlray.cli", "train", "--config", str(REPO / "configs/tiny-cpu.yaml"),
-                          f"model.name_or_path={tiny_model}", f"data.source={REPO / 'data/text2sql'}",
-                          "data.max_train_rows=64",  # what is checked is where the code comes from, not the data
+                          f"model.name_or_path={tiny_model}", f"data.source={REPO / 'data/text2sql-game'}",
+                          # what is checked is where a Ray Train worker's code comes from, not the data or scale
+                          "data.max_train_rows=64", "scaling.num_workers=1",
                           "train.max_steps=2", "train.eval_every_steps=2", "train.micro_batch_size=4",
                           "run.name=shadow", f"run.storage_path={tmp_path / 'runs'}", "--no-eval"],
                          cwd=user, env={**env, "RAY_ADDRESS": ""}, capture_output=True, text=True, timeout=600)
