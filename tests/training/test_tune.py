@@ -27,8 +27,8 @@ def trained_base():
 
 def _tune_overrides(base, data_dir, storage, name, *extra):
     # Relative paths, as in the shipped configs: trials run in Tune's own folders and must still find them.
-    # One worker a trial: two trials run side by side on the 2 test CPUs (a search takes about half the
-    # time); the crash test keeps two workers a trial, and test_distributed covers data parallelism.
+    # One worker a trial: two trials run side by side on the 2 test CPUs (this module 763 s -> ~600 s in the
+    # suite); the crash test keeps two workers a trial, and test_distributed covers data parallelism.
     game = os.path.relpath(data_dir.parent / "text2sql-game")
     return [f"name={name}", f"storage_path={storage}", "searcher=grid", "num_samples=1",
             f"train.model.name_or_path={os.path.relpath(base)}", "train.model.method=lora", f"train.data.source={game}",
