@@ -38,19 +38,6 @@ def test_cluster_has_three_live_nodes(cluster):
         local.up(workers=1, folder=folder)
 
 
-def test_submitted_training_job_succeeds_on_two_nodes(cluster, tiny_model, tmp_path):
-    state, _ = cluster
-    job = jobs.submit(_train_cmd(tiny_model, tmp_path, "job", "train.max_steps=20", "train.eval_every_steps=10"),
-                      state.dashboard_url, working_dir=str(REPO))
-    status = jobs.wait(job, state.dashboard_url, timeout=600)
-    logs = jobs.client(state.dashboard_url).get_job_logs(job)
-    assert status == "SUCCEEDED", logs[-3000:]
-    assert "run folder:" in logs and "eval_loss" in logs
-    saved = json.loads((tmp_path / "job" / "history.json").read_text())
-    assert len(saved["worker_nodes"]) == 2 and len(set(saved["worker_nodes"])) == 2, saved["worker_nodes"]
-    assert (tmp_path / "job" / "model" / "config.json").exists()
-
-
 def _registered_checkpoints(run: Path) -> list:
     """Checkpoints Ray Train's controller has registered (its snapshot file). A checkpoint_* folder appears
     before that: a node killed in between restarts the run from step 0, with nothing to resume from."""
@@ -60,22 +47,44 @@ def _registered_checkpoints(run: Path) -> list:
         return []
 
 
-def test_job_survives_a_killed_worker_node(cluster, tiny_model, tmp_path):
+def _train_worker_roles(state) -> list[str]:
+    """The node (by role) of every live Ray Train worker: the node process it descends from (its raylet's)."""
+    import psutil
+
+    roles = {n["pid"]: n["role"] for n in state.nodes}
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        if any("RayTrainWorker" in c for c in (p.info["cmdline"] or [])):
+            try:
+                found.append(next((roles[a.pid] for a in p.parents() if a.pid in roles), "?"))
+            except psutil.NoSuchProcess:
+                pass
+    return sorted(found)
+
+
+def test_training_job_spreads_over_two_nodes_and_survives_losing_one(cluster, tiny_model, tmp_path):
+    """One submitted job: its two workers on the two worker nodes (SPREAD), then one node killed after the
+    first checkpoint; the job restarts on the node left and finishes from that checkpoint. (Two jobs before:
+    one for the placement, one for the fault; each job costs ~3 min of start-up here.)"""
     state, folder = cluster
-    job = jobs.submit(_train_cmd(tiny_model, tmp_path, "fault", "train.max_steps=80", "train.eval_every_steps=10",
+    job = jobs.submit(_train_cmd(tiny_model, tmp_path, "fault", "train.max_steps=40", "train.eval_every_steps=10",
                                  "run.max_failures=2"), state.dashboard_url, working_dir=str(REPO))
     deadline = time.time() + 400
     while not _registered_checkpoints(tmp_path / "fault") and time.time() < deadline:
         assert jobs.wait(job, state.dashboard_url, timeout=0) not in jobs.TERMINAL
         time.sleep(0.5)
     assert _registered_checkpoints(tmp_path / "fault"), "no checkpoint before the deadline"
+    assert _train_worker_roles(state) == ["worker1", "worker2"]
     local.kill_node(local.ClusterState.load(folder), "worker2")  # its raylet and the training worker on it
     status = jobs.wait(job, state.dashboard_url, timeout=600)
     logs = jobs.client(state.dashboard_url).get_job_logs(job)
     assert status == "SUCCEEDED", logs[-3000:]
+    assert "run folder:" in logs and "eval_loss" in logs
     saved = json.loads((tmp_path / "fault" / "history.json").read_text())
     assert saved["resumes"] and saved["resumes"][0] >= 10, saved["resumes"]  # restarted from a checkpoint
-    assert saved["history"][-1]["step"] == 80
+    assert saved["history"][-1]["step"] == 40
+    assert len(set(saved["worker_nodes"])) == 1, saved["worker_nodes"]  # the restarted group: worker1 alone
+    assert (tmp_path / "fault" / "model" / "config.json").exists()
 
 
 def test_state_folder_is_absolute_wherever_the_command_runs(tmp_path, monkeypatch):
