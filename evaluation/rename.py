@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 VOCAB_FILE = "schema_vocab.json"
-KINDS = ("num", "text", "label", "date")
+KINDS = ("num", "cat", "text", "label", "date")
+CAT_MAX_LENGTH = 50  # a VARCHAR this short holds codes and categories (status, city), a longer one free text
 MAX_DDL_CHARS = 100_000  # a longer DDL is prompted as it is: its parse would cost more than it can gain
 _GENERIC = {"id", "no", "tbl", "t"}  # key and prefix parts every naming style uses
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
@@ -98,7 +99,12 @@ def _kind(coldef, pk: bool, fk: bool, first_text: bool) -> str | None:
         return "num"
     strong = any(isinstance(c.args.get("kind"), (exp.NotNullColumnConstraint, exp.UniqueColumnConstraint))
                  for c in coldef.constraints)
-    return "label" if strong and first_text else "text"
+    if strong and first_text:
+        return "label"
+    size = dtype.find(exp.DataTypeParam) if dtype is not None else None
+    short = size is not None and size.this.is_int and int(size.this.name) <= CAT_MAX_LENGTH
+    return "cat" if short and t in (exp.DataType.Type.VARCHAR, exp.DataType.Type.CHAR, exp.DataType.Type.NVARCHAR,
+                                     exp.DataType.Type.NCHAR) else "text"
 
 
 def read_tables(ddl: str) -> list[_Table]:
@@ -135,16 +141,19 @@ def read_tables(ddl: str) -> list[_Table]:
             fk = e.name in fks or any(isinstance(c.args.get("kind"), exp.Reference) for c in e.constraints) \
                 or parts(e.name)[-1:] in (["id"], ["no"])
             kind = _kind(e, pk, fk, not seen_text)
-            seen_text |= kind in ("text", "label")
+            seen_text |= kind in ("cat", "text", "label")
             table.columns.append(_Column(e.name, kind))
         tables.append(table)
     return tables
 
 
-def build_vocab(contexts, min_count: int = 5) -> dict:
+def build_vocab(contexts, min_count: int = 5, glosses: dict[str, str] | None = None, questions=None) -> dict:
     """The schema words a model trained on rows with these DDLs saw, and its most frequent names by kind:
     what ``plan`` renames unknown names to. Counted per row (a schema asked about in many rows is seen as
-    often); ``min_count``: a word in fewer rows counts as unknown."""
+    often); ``min_count``: a word in fewer rows counts as unknown. ``glosses``: how the training rows'
+    Korean questions name a table word or column phrase (the generator's lexicon), kept for those names.
+    ``questions``: the rows' questions, whose Korean words (seen ``min_count`` times) are never taken for
+    an English name written in Hangul (이름 is not `room`)."""
     words, tables, columns = Counter(), Counter(), {k: Counter() for k in KINDS}
     rows = Counter(contexts)
     for ddl, n in rows.items():  # each schema parsed once
@@ -163,9 +172,30 @@ def build_vocab(contexts, min_count: int = 5) -> dict:
     # candidates: known words only, none an SQL word or function itself (`order`, `year`; `order_date` is fine)
     top = lambda counter: [w for w, k in counter.most_common() if k >= min_count and set(w.split()) <= known
                            and "_".join(w.split()) not in reserved_words()]
-    return {"format": 1, "schemas": len(rows), "rows": sum(rows.values()), "min_count": min_count,
-            "words": sorted(known), "tables": [t for t in top(tables) if " " not in t],
-            "columns": {k: top(columns[k]) for k in KINDS}}
+    vocab = {"format": 1, "schemas": len(rows), "rows": sum(rows.values()), "min_count": min_count,
+             "words": sorted(known), "tables": [t for t in top(tables) if " " not in t],
+             "columns": {k: top(columns[k]) for k in KINDS}}
+    if questions is not None:
+        vocab["ko_words"] = korean_words(questions, min_count)
+    return with_glosses(vocab, glosses or {})
+
+
+def korean_words(questions, min_count: int = 5) -> list[str]:
+    """The Hangul words of these questions seen ``min_count`` times or more, each also without a particle
+    at its end (이름을 -> 이름)."""
+    from sqlray.evaluation.loanwords import HANGUL_RUN, strip_particle
+
+    counts = Counter()
+    for q in questions:
+        for w in set(HANGUL_RUN.findall(q or "")):
+            counts.update({w, strip_particle(w)})
+    return sorted(w for w, n in counts.items() if n >= min_count)
+
+
+def with_glosses(vocab: dict, glosses: dict[str, str]) -> dict:
+    """``vocab`` with ``ko``: the Korean of each of its table words and column phrases that ``glosses`` has."""
+    names = [*vocab["tables"], *(p for k in KINDS for p in vocab["columns"].get(k, []))]
+    return {**vocab, "ko": {**vocab.get("ko", {}), **{n: glosses[n] for n in names if n in glosses}}}
 
 
 def extend_vocab(vocab: dict, contexts) -> dict:
@@ -175,7 +205,8 @@ def extend_vocab(vocab: dict, contexts) -> dict:
     more = lambda old, add: old + [x for x in add if x not in set(old)]
     return {**vocab, "schemas": vocab.get("schemas", 0) + new["schemas"], "rows": vocab.get("rows", 0) + new["rows"],
             "words": sorted(set(vocab["words"]) | set(new["words"])), "tables": more(vocab["tables"], new["tables"]),
-            "columns": {k: more(vocab["columns"].get(k, []), new["columns"][k]) for k in KINDS}}
+            "columns": {k: more(vocab["columns"].get(k, []), new["columns"][k]) for k in KINDS},
+            "ko": vocab.get("ko", {}), **({"ko_words": vocab["ko_words"]} if "ko_words" in vocab else {})}
 
 
 def load_vocab(model_dir: str | Path) -> dict | None:
@@ -190,9 +221,11 @@ def load_vocab(model_dir: str | Path) -> dict | None:
     missing = [k for k in ("format", "words", "tables", "columns") if not isinstance(vocab, dict) or k not in vocab]
     if missing or vocab.get("format") != 1 or not isinstance(vocab["columns"], dict) or not all(
             isinstance(x, list) and all(isinstance(w, str) for w in x)
-            for x in [vocab["words"], vocab["tables"], *vocab["columns"].values()]):
+            for x in [vocab["words"], vocab["tables"], *vocab["columns"].values()]) or not (
+            isinstance(vocab.get("ko", {}), dict) and all(isinstance(v, str) for v in vocab.get("ko", {}).values())):
         raise VocabError(f"{path}: expected build_vocab's format 1: an object with lists of strings 'words', "
-                         f"'tables' and 'columns' (by kind); missing {missing or 'nothing'}")
+                         f"'tables' and 'columns' (by kind), and 'ko' (if any) an object of strings; missing "
+                         f"{missing or 'nothing'}")
     return vocab
 
 
@@ -255,10 +288,17 @@ class Renaming:
     ddl: str  # the DDL with every renamed identifier replaced
     names: dict[str, str]  # original identifier -> new one
     phrases: dict[str, str]  # how a question may mention an original name -> its new wording
+    # an original English word -> the Korean the model knows for its new name: a Korean question writes
+    # `server` as 서버 (loanwords.py finds it) and the model learned 상태 for `status`
+    hangul: dict[str, str] = field(default_factory=dict)
+    # the Korean of an original name's words (`username`: user + name -> 사용자 이름) -> the new name's
+    korean: dict[str, str] = field(default_factory=dict)
+    known_korean: frozenset[str] = frozenset()  # Korean words the model knows: never taken for a loanword
 
     def question(self, question: str) -> str:
-        """``question`` with its mentions of renamed names replaced, quoted values left alone."""
-        if not self.phrases:
+        """``question`` with its mentions of renamed names replaced (English words, and English words written
+        in Hangul), quoted values left alone."""
+        if not self.phrases and not self.hangul and not self.korean:
             return question
         alts = "|".join(re.escape(p) for p in sorted(self.phrases, key=len, reverse=True))
         pattern = re.compile(rf"(?<![\w])(?:{alts})(?![\w])", re.IGNORECASE | re.ASCII)
@@ -268,11 +308,30 @@ class Renaming:
             new = lower.get(m.group(0).lower(), m.group(0))
             return new[:1].upper() + new[1:] if m.group(0)[:1].isupper() else new
 
+        sub = lambda text: self._korean(pattern.sub(swap, text) if self.phrases else text)
         out, last = [], 0
         for q in _QUOTED_SPAN.finditer(question):
-            out += [pattern.sub(swap, question[last:q.start()]), q.group(0)]
+            out += [sub(question[last:q.start()]), q.group(0)]
             last = q.end()
-        return "".join([*out, pattern.sub(swap, question[last:])])
+        return "".join([*out, sub(question[last:])])
+
+    def _korean(self, text: str) -> str:
+        from sqlray.evaluation.loanwords import find_loanwords, with_particle
+
+        spans = []
+        if self.korean:  # at a word's start only: 이름 inside 사용자이름표 is another word
+            alts = "|".join(re.escape(p) for p in sorted(self.korean, key=len, reverse=True))
+            spans = [(m.start(), m.end(), self.korean[m.group(0)])
+                     for m in re.finditer(rf"(?<![\uac00-\ud7a3])(?:{alts})", text)]
+        taken = lambda a, b: any(a < e and s < b for s, e, _ in spans)
+        spans += [(a, b, self.hangul[w]) for a, b, w in find_loanwords(text, list(self.hangul), self.known_korean)
+                  if not taken(a, b)]
+        out, last = [], 0
+        for start, end, new in sorted(spans):
+            new, skip = with_particle(new, text[end:])  # 레벨이 -> 나이가
+            out += [text[last:start], new]
+            last = end + skip
+        return "".join([*out, text[last:]])
 
     def apply(self, sql: str) -> str:
         """SQL over the original schema written over the renamed one (literals and function calls untouched)."""
@@ -315,7 +374,8 @@ class _Picker:
         return None
 
     def column(self, vocab: dict, kind: str, like: str) -> str | None:
-        for kind_ in ([kind, "text"] if kind == "label" else [kind]):
+        # then the nearest kind: a vocabulary from before `cat` existed lists every text column as text
+        for kind_ in {"label": ["label", "text"], "cat": ["cat", "text"], "text": ["text", "cat"]}.get(kind, [kind]):
             for phrase in vocab["columns"].get(kind_, []):
                 ws = phrase.split()  # a blank entry (a hand-edited file) is skipped
                 if ws and not set(ws) & self.words and self.take(render(ws, like)):
@@ -340,7 +400,8 @@ def plan(ddl: str, vocab: dict) -> Renaming | None:
         return None
     tables = read_tables(ddl)
     known = set(vocab["words"]) | _GENERIC
-    pick, names, phrases, words = _Picker(tables), {}, {}, {}
+    pick, names, phrases, words, hangul, korean = _Picker(tables), {}, {}, {}, {}, {}
+    ko = vocab.get("ko", {})
     for t in tables:
         tw = [p for p in parts(t.name) if p not in _GENERIC and not p.isdigit()]
         if not tw or not _unknown(t.name, known) or t.name.lower() in {n.lower() for n in names}:
@@ -352,6 +413,8 @@ def plan(ddl: str, vocab: dict) -> Renaming | None:
         old, wording = singular(tw[-1]), plural(new) if many else new
         names[t.name] = render([wording], t.name)
         phrases |= _phrases((" ".join(tw), wording), (t.name, wording))
+        if new in ko:
+            hangul[old] = ko[new]
         if tw[-1] not in known and old not in known:  # its last word alone, only if that word is new too
             words[old] = new
             phrases |= _phrases((old, new), (plural(old), plural(new)), (tw[-1], wording))
@@ -369,10 +432,36 @@ def plan(ddl: str, vocab: dict) -> Renaming | None:
             if phrase is not None:
                 names[c.name] = render(phrase.split(), c.name)
                 phrases |= _phrases((" ".join(ps), phrase), (c.name, phrase))
-    return _checked(ddl, tables, names, phrases)
+                if phrase in ko:
+                    _korean_mentions(ps, ko[phrase], ko, hangul, korean)
+    known_korean = frozenset(vocab.get("ko_words", ())) if hangul else frozenset()
+    return _checked(ddl, tables, names, phrases, hangul, korean, known_korean)
 
 
-def _checked(ddl: str, tables: list[_Table], names: dict[str, str], phrases: dict[str, str]) -> Renaming | None:
+def _korean_mentions(old: list[str], new: str, ko: dict[str, str], hangul: dict, korean: dict) -> None:
+    """How a Korean question may name a column of words ``old``, to be replaced by ``new``: a single word by
+    sound (server: 서버), and a name made of known words by their Korean (username: user + name, 사용자 이름)."""
+    if len(old) == 1:
+        hangul[old[0]] = new
+    words = [w for p in old for w in (split_compound(p, ko) or [p])]
+    if len(words) > 1 and all(w in ko for w in words):
+        korean[" ".join(ko[w] for w in words)] = new
+
+
+def split_compound(word: str, known) -> list[str] | None:
+    """``word`` as known words of three letters or more run together (username -> [user, name]), the
+    fewest pieces; None when it is not one."""
+    best: list[list[str] | None] = [[]] + [None] * len(word)
+    for end in range(3, len(word) + 1):
+        for start in range(0, end - 2):
+            if best[start] is not None and word[start:end] in known and (
+                    best[end] is None or len(best[start]) + 1 < len(best[end])):
+                best[end] = best[start] + [word[start:end]]
+    return best[-1] if best[-1] and len(best[-1]) > 1 else None
+
+
+def _checked(ddl: str, tables: list[_Table], names: dict[str, str], phrases: dict[str, str],
+             hangul: dict[str, str], korean: dict[str, str], known_korean: frozenset[str]) -> Renaming | None:
     """The renaming, if the rewritten DDL reads back as exactly the renamed schema (else: prompt as is)."""
     if not names:
         return None
@@ -381,5 +470,5 @@ def _checked(ddl: str, tables: list[_Table], names: dict[str, str], phrases: dic
     for dialect in ("mysql", "sqlite"):  # as read_tables reads it; "x" is a string to MySQL, a name to SQLite
         new_ddl = _rewrite(ddl, names, dialect)
         if new_ddl is not None and [(t.name, [c.name for c in t.columns]) for t in read_tables(new_ddl)] == want:
-            return Renaming(new_ddl, names, phrases)
+            return Renaming(new_ddl, names, phrases, hangul, korean, known_korean)
     return None

@@ -215,6 +215,22 @@ _VOWELS = {"a": 0, "e": 5, "i": 20, "o": 8, "u": 13, "eo": 4}
 _CODAS = {"": 0, "n": 4, "m": 16, "l": 8, "k": 1, "ng": 21}
 
 
+def korean_glosses() -> dict[str, str]:
+    """How the generated Korean questions name each table word and column phrase of the vocabulary above
+    (identifier words or romanised, as the DDL writes them) -> Korean: `customer` -> 고객, `created at` ->
+    등록일. The first variant wins where two share a name. Renaming (evaluation.rename) uses it."""
+    out: dict[str, str] = {}
+    for variants, labels, *_ in ENTITIES.values():
+        for v in variants + labels:
+            out.setdefault(v[0], v[2])
+            out.setdefault(v[3], v[2])
+    for _, _, variants, _ in ATTRS.values():
+        for v in variants:
+            out.setdefault(v[0], v[2])
+            out.setdefault(v[3], v[2])
+    return out
+
+
 @functools.cache
 def _reserved() -> frozenset[str]:
     """SQL keywords and every real word of the vocabulary: a made-up word is none of them."""

@@ -19,6 +19,7 @@ from sqlray.evaluation.rename import VOCAB_FILE, build_vocab
 from sqlray.text2sql import load_text2sql, make_prompt
 from sqlray.training.config import TrainConfig
 from sqlray.training.fingerprint import dataset_hash
+from sqlray.training.schemagen import korean_glosses
 
 BASE_CARD = "base.json"  # a published base's provenance, beside its weights
 
@@ -118,7 +119,8 @@ def write_vocab(data: str, model_dir: str | Path) -> dict:
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ConfigError(f"model vocab: --out {model_dir} is not a model folder (config.json expected)")
-    vocab = build_vocab(load_text2sql(data)["train"]["context"])
+    train = load_text2sql(data)["train"]
+    vocab = build_vocab(train["context"], glosses=korean_glosses(), questions=train["question"])
     atomic_write_json(model_dir / VOCAB_FILE, vocab)
     return {"path": str(model_dir / VOCAB_FILE), "schemas": vocab["schemas"], "words": len(vocab["words"]),
             "tables": len(vocab["tables"]), **{k: len(v) for k, v in vocab["columns"].items()}}
@@ -154,7 +156,9 @@ def publish_base(run: str | Path, out: str | Path) -> Path:
         shutil.copytree(run / "model", tmp)
         atomic_write_json(tmp / BASE_CARD, card)
         if not (tmp / VOCAB_FILE).exists():  # a run from a base with one wrote its own (base's + its rows')
-            atomic_write_json(tmp / VOCAB_FILE, build_vocab(splits["train"]["context"]))  # names it knows
+            train = splits["train"]  # the names it knows, and the Korean words
+            atomic_write_json(tmp / VOCAB_FILE, build_vocab(train["context"], glosses=korean_glosses(),
+                                                            questions=train["question"]))
 
     replace_dir(out, make)
     return out

@@ -81,6 +81,7 @@ def test_publish_copies_the_model_with_its_provenance(tiny_model, data_dir, tmp_
     assert card["steps"] == 5
     vocab = load_vocab(out)  # the schema names it trained on, for renaming the ones it did not
     assert vocab["schemas"] == len(set(bundled["train"]["context"])) and "customer" in vocab["words"]
+    assert vocab["ko"]["customer"] == "고객" and "이름" in vocab["ko_words"]  # the Korean renaming needs
 
     summary["train"]["completed"] = False
     (run / "summary.json").write_text(json.dumps(summary))
