@@ -21,8 +21,10 @@ _CODA = ["", "K", "K", "K", "N", "N", "N", "T", "L", "L", "L", "L", "L", "L", "L
          "N", "J", "J", "K", "T", "P", "H"]  # ㅅ/ㅆ at a syllable's end: a final s or t (로봇, 버스)
 HANGUL_RUN = re.compile(r"[\uac00-\ud7a3]+")
 _VOWELS = set("aeiouy")
-_SILENT_PARTICLES = "의이에와"
-_PARTICLES = {"", "의", "이", "가", "은", "는", "을", "를", "별", "들", "에", "로", "과", "와", "도", "만", "에서", "으로"}
+# what may follow a noun inside one Hangul run: case particles, plural 들, "per" 별, the copula's 인
+MAX_RUN = 16
+_PARTICLES = {"의", "이", "가", "은", "는", "을", "를", "별", "들", "에", "로", "과", "와", "도", "만", "인", "나", "랑",
+              "에서", "으로", "에게", "까지", "부터", "보다", "이나", "이랑", "하고", "처럼", "마다"}
 # English spellings, longest first, and the class each consonant sound falls in (a set where Korean varies)
 _DIGRAPHS = [("tch", "J"), ("sch", "S"), ("ch", "J"), ("sh", "S"), ("th", "ST"), ("ph", "P"), ("ck", "K"),
              ("gh", ""), ("kn", "N"), ("wr", "L"), ("qu", "K"), ("ng", "N"), ("x", "K|S")]
@@ -86,38 +88,40 @@ def _same(a: list[str], b: list[str]) -> bool:
 def strip_particle(word: str) -> str:
     """``word`` without a particle at its end (이름을 -> 이름), the longest that leaves a syllable."""
     for p in sorted(_PARTICLES, key=len, reverse=True):
-        if p and word.endswith(p) and len(word) > len(p):
+        if word.endswith(p) and len(word) > len(p):
             return word[:-len(p)]
     return word
 
 
 def find_loanwords(text: str, words: list[str], known: frozenset[str] = frozenset()) -> list[tuple[int, int, str]]:
     """Spans of ``text`` that write one of ``words`` (English, lower-case) in Hangul: (start, end, word).
-    Each run of Hangul is tried from its longest prefix down to two syllables (the rest is a particle:
-    서버별, 플레이어의), or one syllable when only a particle follows it (팀의); the first word whose
-    consonants match wins. A run that is a ``known`` Korean word, with or without its particle, is none
-    (이름을 is not `room`)."""
+    Each run of Hangul is a word and the particles after it (서버별, 플레이어의, 팀의), split at its shortest
+    word whose consonants match. A run that is a ``known`` Korean word, with or without its particle, is
+    none (이름을 is not `room`). Consonants cannot tell every pair apart: 플레이 (play) reads as `player`."""
     skeletons = [(w, english_skeleton(w)) for w in words]
     spans = []
     for m in HANGUL_RUN.finditer(text):
         run = m.group(0)
-        if run in known or strip_particle(run) in known:
-            continue
-        for n in range(len(run), 0, -1):
-            if n == 1 and run[1:] not in _PARTICLES:
-                break
+        if len(run) > MAX_RUN or run in known or strip_particle(run) in known:
+            continue  # no loanword and its particles runs to 17 syllables: a hostile run costs nothing
+        for n in range(1, len(run) + 1):  # the shortest word: 레벨이 is 레벨 + 이, 플레이어를 is 플레이어 + 를
+            if not particles(run[n:]):
+                continue  # 서비스 is no 서비 + 스
             prefix = hangul_skeleton(run[:n])
             hit = next((w for w, sk in skeletons if _same(prefix, sk)), None)
             if hit:
-                while n > 1 and run[n - 1] in _SILENT_PARTICLES and _same(hangul_skeleton(run[:n - 1]), prefix):
-                    n -= 1  # 팀의, 레벨이: a particle without a consonant is not part of the word
                 spans.append((m.start(), m.start() + n, hit))
                 break
     return spans
 
 
+def particles(rest: str) -> bool:
+    """Whether ``rest`` is nothing or particles one after another (들의, 별로); at most four."""
+    return not rest or len(rest) <= 8 and any(rest.startswith(p) and particles(rest[len(p):]) for p in _PARTICLES)
+
+
 # particles that take another form after a vowel: (after a final consonant, after a vowel)
-_PAIRS = [("이", "가"), ("은", "는"), ("을", "를"), ("과", "와"), ("으로", "로")]
+_PAIRS = [("이나", "나"), ("이랑", "랑"), ("으로", "로"), ("이", "가"), ("은", "는"), ("을", "를"), ("과", "와")]
 
 
 def with_particle(word: str, rest: str) -> tuple[str, int]:

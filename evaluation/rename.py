@@ -23,12 +23,14 @@ from pathlib import Path
 VOCAB_FILE = "schema_vocab.json"
 KINDS = ("num", "cat", "text", "label", "date")
 CAT_MAX_LENGTH = 50  # a VARCHAR this short holds codes and categories (status, city), a longer one free text
+MAX_KOREAN_CHARS = 20_000  # Korean mentions are looked for in a question (part) up to this long
 MAX_DDL_CHARS = 100_000  # a longer DDL is prompted as it is: its parse would cost more than it can gain
 _GENERIC = {"id", "no", "tbl", "t"}  # key and prefix parts every naming style uses
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # only such names are renamed: no quoting needed either way
 # a quoted value in a question: quotes at word edges only ("the player's level" quotes nothing)
-_QUOTED_SPAN = re.compile(r"(?<!\w)'[^'\n]*'(?!\w)|\"[^\"\n]*\"")
+# (ASCII word edges: Korean attaches its particle straight to a quoted value, 'st'이 or '서버'를)
+_QUOTED_SPAN = re.compile(r"(?<![A-Za-z0-9_])'[^'\n]*'(?![A-Za-z0-9_])|\"[^\"\n]*\"")
 _NAME_TOKENS = ("VAR", "IDENTIFIER")
 _TABLE_OPTIONS = "engine charset collate comment action cascade restrict unsigned zerofill auto_increment"
 
@@ -219,14 +221,20 @@ def load_vocab(model_dir: str | Path) -> dict | None:
     except ValueError as e:
         raise VocabError(f"{path}: not JSON ({e})") from e
     missing = [k for k in ("format", "words", "tables", "columns") if not isinstance(vocab, dict) or k not in vocab]
-    if missing or vocab.get("format") != 1 or not isinstance(vocab["columns"], dict) or not all(
-            isinstance(x, list) and all(isinstance(w, str) for w in x)
-            for x in [vocab["words"], vocab["tables"], *vocab["columns"].values()]) or not (
-            isinstance(vocab.get("ko", {}), dict) and all(isinstance(v, str) for v in vocab.get("ko", {}).values())):
+    if missing or not _well_formed(vocab):
         raise VocabError(f"{path}: expected build_vocab's format 1: an object with lists of strings 'words', "
-                         f"'tables' and 'columns' (by kind), and 'ko' (if any) an object of strings; missing "
-                         f"{missing or 'nothing'}")
+                         f"'tables', 'columns' (by kind) and, if any, 'ko_words', and 'ko' an object of non-empty "
+                         f"strings; missing {missing or 'nothing'}")
     return vocab
+
+
+def _well_formed(vocab: dict) -> bool:
+    strings = lambda x: isinstance(x, list) and all(isinstance(w, str) for w in x)
+    ko = vocab.get("ko", {})
+    return (vocab.get("format") == 1 and isinstance(vocab["columns"], dict)
+            and all(strings(x) for x in [vocab["words"], vocab["tables"], *vocab["columns"].values(),
+                                         vocab.get("ko_words", [])])
+            and isinstance(ko, dict) and all(k and isinstance(v, str) and v for k, v in ko.items()))
 
 
 @functools.cache
@@ -316,13 +324,16 @@ class Renaming:
         return "".join([*out, sub(question[last:])])
 
     def _korean(self, text: str) -> str:
-        from sqlray.evaluation.loanwords import find_loanwords, with_particle
+        if len(text) > MAX_KOREAN_CHARS:
+            return text  # ~12 µs a character: a question far longer than any real one is left as it is
+        from sqlray.evaluation.loanwords import HANGUL_RUN, find_loanwords, particles, with_particle
 
         spans = []
-        if self.korean:  # at a word's start only: 이름 inside 사용자이름표 is another word
+        if self.korean:  # whole words only, particles allowed after: 사용자 이름표 is another word
             alts = "|".join(re.escape(p) for p in sorted(self.korean, key=len, reverse=True))
+            rest = lambda end: (m.group(0) if (m := HANGUL_RUN.match(text, end)) else "")
             spans = [(m.start(), m.end(), self.korean[m.group(0)])
-                     for m in re.finditer(rf"(?<![\uac00-\ud7a3])(?:{alts})", text)]
+                     for m in re.finditer(rf"(?<![\uac00-\ud7a3])(?:{alts})", text) if particles(rest(m.end()))]
         taken = lambda a, b: any(a < e and s < b for s, e, _ in spans)
         spans += [(a, b, self.hangul[w]) for a, b, w in find_loanwords(text, list(self.hangul), self.known_korean)
                   if not taken(a, b)]
@@ -413,7 +424,7 @@ def plan(ddl: str, vocab: dict) -> Renaming | None:
         old, wording = singular(tw[-1]), plural(new) if many else new
         names[t.name] = render([wording], t.name)
         phrases |= _phrases((" ".join(tw), wording), (t.name, wording))
-        if new in ko:
+        if new in ko and tw[-1] not in known and old not in known:  # zorg_items: 아이템 stays an item
             hangul[old] = ko[new]
         if tw[-1] not in known and old not in known:  # its last word alone, only if that word is new too
             words[old] = new

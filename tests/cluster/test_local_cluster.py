@@ -55,8 +55,8 @@ def _train_worker_roles(state) -> list[str]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         if any("RayTrainWorker" in c for c in (p.info["cmdline"] or [])):
-            try:
-                found.append(next((roles[a.pid] for a in p.parents() if a.pid in roles), "?"))
+            try:  # a worker of another Ray (the test session's own) descends from none of them: left out
+                found += [roles[a.pid] for a in p.parents() if a.pid in roles][:1]
             except psutil.NoSuchProcess:
                 pass
     return sorted(found)
@@ -83,7 +83,8 @@ def test_training_job_spreads_over_two_nodes_and_survives_losing_one(cluster, ti
     saved = json.loads((tmp_path / "fault" / "history.json").read_text())
     assert saved["resumes"] and saved["resumes"][0] >= 10, saved["resumes"]  # restarted from a checkpoint
     assert saved["history"][-1]["step"] == 40
-    assert len(set(saved["worker_nodes"])) == 1, saved["worker_nodes"]  # the restarted group: worker1 alone
+    nodes = saved["worker_nodes"]
+    assert len(nodes) == 2 and len(set(nodes)) == 1, nodes  # the restarted group: two workers, worker1 alone
     assert (tmp_path / "fault" / "model" / "config.json").exists()
 
 

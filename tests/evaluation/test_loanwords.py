@@ -28,9 +28,13 @@ def test_skeletons_drop_vowels_silent_r_and_doubled_consonants():
 
 
 def test_particles_are_not_part_of_the_word_and_known_words_are_skipped():
-    text = "서버별 플레이어들의 레벨이 높은 팀의"
-    assert [(text[a:b], w) for a, b, w in find_loanwords(text, ["server", "player", "level", "team"])] == \
-        [("서버", "server"), ("플레이어", "player"), ("레벨", "level"), ("팀", "team")]
+    text = "서버별 플레이어들의 레벨이 높은 팀의 플레이어를 레벨로 스크린은"
+    words = ["server", "player", "level", "team", "screen"]
+    assert [(text[a:b], w) for a, b, w in find_loanwords(text, words)] == \
+        [("서버", "server"), ("플레이어", "player"), ("레벨", "level"), ("팀", "team"), ("플레이어", "player"),
+         ("레벨", "level"), ("스크린", "screen")]  # 를, 로 and 은 add an l or n sound: still particles
+    assert find_loanwords("서비스 이용", ["server"]) == []  # 서비 + 스: 스 is no particle
+    assert find_loanwords("이" * 100 + " 서버", ["server"]) == [(101, 103, "server")]  # a long run: skipped
     assert find_loanwords("이름을 보여줘", ["room"]) == [(0, 2, "room")]  # the same consonants as 룸...
     assert find_loanwords("이름을 보여줘", ["room"], frozenset({"이름"})) == []  # ...but 이름 is a known word
     assert find_loanwords("모두 보여줘", ["mode"], frozenset({"모두"})) == []  # 모두 (all) sounds like mode

@@ -124,6 +124,11 @@ def test_korean_mentions_become_the_korean_of_the_new_names(splits, game):
     assert level_particle[-1] == ("이" if last % 28 else "가")  # 나이가, 등급이
     assert not {"서버", "플레이어", "레벨"} & set(q.replace("'서버'", "").split())
     assert r.question("이름을 보여줘") == "이름을 보여줘"  # known Korean words are never taken for loanwords
+    obj = "을" if (ord(ko["players"][-1]) - 0xAC00) % 28 else "를"  # the quoted '서버' and its particle stay
+    assert r.question("'서버'를 가진 플레이어를 찾아줘") == f"'서버'를 가진 {ko['players']}{obj} 찾아줘"
+    assert "사용자 이름표" in r.question("사용자 이름표를 보여줘")  # another word: not the compound
+    item = plan("CREATE TABLE zorg_items (id INT PRIMARY KEY, price INT)", v)  # item is known: its 아이템 stays
+    assert item is not None and item.question("아이템의 가격") == "아이템의 가격"
     assert split_compound("username", {"user", "name"}) == ["user", "name"] and split_compound("zzz", {"user"}) is None
 
 
@@ -166,6 +171,10 @@ def test_vocab_file_errors_name_the_file_and_what_was_expected(tmp_path):
     for bad in ([], {"format": 1, "words": [1], "tables": [], "columns": {}}):
         (tmp_path / VOCAB_FILE).write_text(json.dumps(bad))
         with pytest.raises(VocabError, match="lists of strings"):
+            load_vocab(tmp_path)
+    for bad in ({"ko_words": "이름"}, {"ko": {"status": ""}}, {"ko": {"status": 3}}):
+        (tmp_path / VOCAB_FILE).write_text(json.dumps({"format": 1, "words": [], "tables": [], "columns": {}, **bad}))
+        with pytest.raises(VocabError, match="ko"):
             load_vocab(tmp_path)
 
 
