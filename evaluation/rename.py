@@ -461,7 +461,10 @@ def _korean_mentions(old: list[str], new: str, ko: dict[str, str], hangul: dict,
 
 def split_compound(word: str, known) -> list[str] | None:
     """``word`` as known words of three letters or more run together (username -> [user, name]), the
-    fewest pieces; None when it is not one."""
+    fewest pieces; None when it is not one (or longer than 40 letters: no name runs that long, and a
+    hostile one would cost its length squared)."""
+    if len(word) > 40:
+        return None
     best: list[list[str] | None] = [[]] + [None] * len(word)
     for end in range(3, len(word) + 1):
         for start in range(0, end - 2):

@@ -129,7 +129,7 @@ def test_korean_mentions_become_the_korean_of_the_new_names(splits, game):
     assert "사용자 이름표" in r.question("사용자 이름표를 보여줘")  # another word: not the compound
     item = plan("CREATE TABLE zorg_items (id INT PRIMARY KEY, price INT)", v)  # item is known: its 아이템 stays
     assert item is not None and item.question("아이템의 가격") == "아이템의 가격"
-    assert split_compound("username", {"user", "name"}) == ["user", "name"] and split_compound("zzz", {"user"}) is None
+    assert split_compound("username", {"user", "name"}) == ["user", "name"] and split_compound("zzz", {"user"}) is None and split_compound("user" * 25_000, {"user"}) is None
 
 
 def test_restore_leaves_string_literals_and_other_words_alone(vocab, game):
