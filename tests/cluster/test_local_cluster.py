@@ -19,7 +19,9 @@ def cluster(tmp_path_factory):
     # and after one of them dies the other (2 CPUs) can host the restarted group.
     state = local.up(workers=2, cpus_per_node=2, head_cpus=0, folder=folder)
     yield state, folder
-    stopped = local.down(folder)
+    # After SIGTERM the head's `ray start`, GCS and one Python process linger ~30 s (measured; the workers
+    # exit in 1-2 s): SIGKILL after 5 s instead, for a throwaway cluster. `sqlray cluster down` waits 30 s.
+    stopped = local.down(folder, timeout=5)
     assert {"head", "worker1"} <= set(stopped)  # worker2 was killed by the fault test
 
 
