@@ -95,28 +95,31 @@ def strip_particle(word: str) -> str:
 
 def find_loanwords(text: str, words: list[str], known: frozenset[str] = frozenset()) -> list[tuple[int, int, str]]:
     """Spans of ``text`` that write one of ``words`` (English, lower-case) in Hangul: (start, end, word).
-    Each run of Hangul is a word and the particles after it (서버별, 플레이어의, 팀의), split at its shortest
-    word whose consonants match. A run that is a ``known`` Korean word, with or without its particle, is
-    none (이름을 is not `room`). Consonants cannot tell every pair apart: 플레이 (play) reads as `player`."""
+    Each run of Hangul is a word and the particles after it (서버별, 플레이어의, 팀의): the longest word whose
+    consonants match one of ``words`` wins (로그인 is `login` before `log` + 인), split off at that word's
+    shortest spelling (플레이어 + 를). A run that is a ``known`` Korean word with its particles is none
+    (이름들의 is not `room`). Consonants cannot tell every pair apart: 플레이 (play) reads as `player`."""
     skeletons = [(w, english_skeleton(w)) for w in words]
     spans = []
     for m in HANGUL_RUN.finditer(text):
         run = m.group(0)
         if len(run) > MAX_RUN or run in known or strip_particle(run) in known:
             continue  # no loanword and its particles runs to 17 syllables: a hostile run costs nothing
-        for n in range(1, len(run) + 1):  # the shortest word: 레벨이 is 레벨 + 이, 플레이어를 is 플레이어 + 를
-            if not particles(run[n:]):
-                continue  # 서비스 is no 서비 + 스
-            prefix = hangul_skeleton(run[:n])
-            hit = next((w for w, sk in skeletons if _same(prefix, sk)), None)
-            if hit:
+        splits = [n for n in range(len(run), 0, -1) if particles(run[n:])]  # 서비스 is no 서비 + 스
+        if any(run[:n] in known for n in splits):
+            continue  # 이름들의, 이름으로는: a known word and its particles
+        for n in splits:  # the longest word first: 로그인 is login before it is log + 인
+            hit = next((w for w, sk in skeletons if _same(hangul_skeleton(run[:n]), sk)), None)
+            if hit:  # then its shortest spelling: 플레이어를 is 플레이어 + 를, 레벨이 is 레벨 + 이
+                sk = english_skeleton(hit)
+                n = min(k for k in splits if k <= n and _same(hangul_skeleton(run[:k]), sk))
                 spans.append((m.start(), m.start() + n, hit))
                 break
     return spans
 
 
 def particles(rest: str) -> bool:
-    """Whether ``rest`` is nothing or particles one after another (들의, 별로); at most four."""
+    """Whether ``rest`` is nothing or particles one after another (들의, 별로), in 8 characters or fewer."""
     return not rest or len(rest) <= 8 and any(rest.startswith(p) and particles(rest[len(p):]) for p in _PARTICLES)
 
 
@@ -132,10 +135,10 @@ def with_particle(word: str, rest: str) -> tuple[str, int]:
     if not 0 <= code < 11172:
         return word, 0
     coda = code % 28 != 0
+    run = m.group(0) if (m := HANGUL_RUN.match(rest)) else ""
     for consonant_form, vowel_form in _PAIRS:
         for form in (consonant_form, vowel_form):
-            after = rest[len(form):len(form) + 1]
-            if rest.startswith(form) and not ("\uac00" <= after <= "\ud7a3"):
+            if run.startswith(form) and particles(run[len(form):]):  # 로는, 과의: a chain; 이름: a word
                 right = consonant_form if coda and not (consonant_form == "으로" and code % 28 == 8) else vowel_form
                 return word + right, len(form)
     return word, 0

@@ -29,8 +29,8 @@ _GENERIC = {"id", "no", "tbl", "t"}  # key and prefix parts every naming style u
 _PARTS = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # only such names are renamed: no quoting needed either way
 # a quoted value in a question: quotes at word edges only ("the player's level" quotes nothing)
-# (ASCII word edges: Korean attaches its particle straight to a quoted value, 'st'이 or '서버'를)
-_QUOTED_SPAN = re.compile(r"(?<![A-Za-z0-9_])'[^'\n]*'(?![A-Za-z0-9_])|\"[^\"\n]*\"")
+# (the closing edge ASCII: Korean attaches its particle straight to a quoted value, 'st'이 or '서버'를)
+_QUOTED_SPAN = re.compile(r"(?<!\w)'[^'\n]*'(?![A-Za-z0-9_])|\"[^\"\n]*\"")
 _NAME_TOKENS = ("VAR", "IDENTIFIER")
 _TABLE_OPTIONS = "engine charset collate comment action cascade restrict unsigned zerofill auto_increment"
 

@@ -34,6 +34,9 @@ def test_particles_are_not_part_of_the_word_and_known_words_are_skipped():
         [("서버", "server"), ("플레이어", "player"), ("레벨", "level"), ("팀", "team"), ("플레이어", "player"),
          ("레벨", "level"), ("스크린", "screen")]  # 를, 로 and 은 add an l or n sound: still particles
     assert find_loanwords("서비스 이용", ["server"]) == []  # 서비 + 스: 스 is no particle
+    text = "로그인 기록과 체크인"  # the longest word wins: login, not log + 인
+    assert [w for _, _, w in find_loanwords(text, ["log", "login", "check", "checkin"])] == ["login", "checkin"]
+    assert find_loanwords("이름들의 이름으로는", ["room"], frozenset({"이름"})) == []  # known, then particles
     assert find_loanwords("이" * 100 + " 서버", ["server"]) == [(101, 103, "server")]  # a long run: skipped
     assert find_loanwords("이름을 보여줘", ["room"]) == [(0, 2, "room")]  # the same consonants as 룸...
     assert find_loanwords("이름을 보여줘", ["room"], frozenset({"이름"})) == []  # ...but 이름 is a known word
@@ -48,4 +51,5 @@ def test_a_word_put_in_anothers_place_takes_the_right_particle():
     assert with_particle("고객", "는?") == ("고객은", 1) and with_particle("나이", "을 보여줘") == ("나이를", 1)
     assert with_particle("도시", "으로") == ("도시로", 2) and with_particle("서울", "로") == ("서울로", 1)
     assert with_particle("나이", "이름") == ("나이", 0)  # not a particle: a word goes on
+    assert with_particle("등급", "로는") == ("등급으로", 1) and with_particle("나이", "과의") == ("나이와", 1)
     assert with_particle("status", "이") == ("status", 0)

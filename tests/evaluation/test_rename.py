@@ -100,6 +100,7 @@ def test_question_mentions_are_renamed_and_quoted_values_kept(vocab, game):
     assert "'players'" in q and '"server"' in q and q.endswith(f"how many {plural}?")
     # an apostrophe is no quote; short words and numbers are never mentions
     assert r.question("each player's level") == f"each {singular(plural)}'s {new['level']}"
+    assert "players" not in r.question("List José's players' levels")  # no quote opens after a letter
 
 
 def test_korean_mentions_become_the_korean_of_the_new_names(splits, game):
