@@ -99,7 +99,7 @@ def find_loanwords(text: str, words: list[str], known: frozenset[str] = frozense
     consonants match one of ``words`` wins (로그인 is `login` before `log` + 인), split off at that word's
     shortest spelling (플레이어 + 를). A run that is a ``known`` Korean word with its particles is none
     (이름들의 is not `room`). Consonants cannot tell every pair apart: 플레이 (play) reads as `player`."""
-    skeletons = [(w, english_skeleton(w)) for w in words]
+    skeletons = {w: english_skeleton(w) for w in words}
     spans = []
     for m in HANGUL_RUN.finditer(text):
         run = m.group(0)
@@ -109,10 +109,10 @@ def find_loanwords(text: str, words: list[str], known: frozenset[str] = frozense
         if any(run[:n] in known for n in splits):
             continue  # 이름들의, 이름으로는: a known word and its particles
         for n in splits:  # the longest word first: 로그인 is login before it is log + 인
-            hit = next((w for w, sk in skeletons if _same(hangul_skeleton(run[:n]), sk)), None)
+            prefix = hangul_skeleton(run[:n])
+            hit = next((w for w, sk in skeletons.items() if _same(prefix, sk)), None)
             if hit:  # then its shortest spelling: 플레이어를 is 플레이어 + 를, 레벨이 is 레벨 + 이
-                sk = english_skeleton(hit)
-                n = min(k for k in splits if k <= n and _same(hangul_skeleton(run[:k]), sk))
+                n = min(k for k in splits if k <= n and _same(hangul_skeleton(run[:k]), skeletons[hit]))
                 spans.append((m.start(), m.start() + n, hit))
                 break
     return spans
